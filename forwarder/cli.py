@@ -1,0 +1,131 @@
+"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`; exit codes.
+
+Exit codes: 0 success, 1 runtime failure (e.g. cannot bind), 2 invalid configuration or
+usage, 3 `lab` expectations not met.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any
+
+from forwarder import __version__
+from forwarder import config as config_mod
+from forwarder.errors import ConfigError
+
+log = logging.getLogger("forwarder")
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="forwarder",
+        description="A programmable DNS forwarder for hybrid cloud networks.")
+    parser.add_argument("--version", action="version", version=f"forwarder {__version__}")
+    parser.add_argument("--log-level", default="info",
+                        choices=["debug", "info", "warning", "error"],
+                        help="log level for messages on stderr (default: info)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="serve DNS with a configuration file")
+    run.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
+    run.add_argument("--user", help="drop to this user after binding (overrides `user:`)")
+    run.add_argument("--pid-file", help="write the process id here (overrides `pid_file:`)")
+
+    check = sub.add_parser("check-config", help="validate a configuration file and exit")
+    check.add_argument("file", help="path to the YAML configuration")
+
+    explain = sub.add_parser("explain", help="show how one name would be answered")
+    explain.add_argument("name")
+    explain.add_argument("type", nargs="?", default="A")
+    explain.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
+
+    lab = sub.add_parser("lab", help="run simulated AWS resolvers and show the policy at work")
+    lab.add_argument("--serve", action="store_true",
+                     help="keep running after the demo so you can dig it")
+    lab.add_argument("--port", type=int, default=5353, help="forwarder port (default 5353)")
+
+    reload = sub.add_parser("reload", help="ask a running forwarder to reload (SIGHUP)")
+    reload.add_argument("--pid-file", required=True, help="the pid file of the running forwarder")
+    return parser
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level)
+    if args.command == "check-config":
+        return check_config(args.file)
+    if args.command == "run":
+        return run(args.config, user=args.user, pid_file=args.pid_file)
+    if args.command == "explain":
+        from forwarder import explain
+
+        return explain.main(args.name, args.type, args.config)
+    if args.command == "lab":
+        from forwarder import lab
+
+        return lab.main(serve=args.serve, port=args.port)
+    if args.command == "reload":
+        return reload_running(args.pid_file)
+    return EXIT_CONFIG
+
+
+def load_or_report(path: str) -> config_mod.Config | None:
+    try:
+        return config_mod.load(path)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        print(f"{path}: {len(e.problems)} problem(s) found", file=sys.stderr)
+        return None
+
+
+def check_config(path: str) -> int:
+    cfg = load_or_report(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.upstreams)} upstream groups, "
+          f"{len(cfg.policies)} policies)")
+    return EXIT_OK
+
+
+def run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    """Runs *coro* on uvloop when it is installed, else on the default loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def run(path: str, user: str | None = None, pid_file: str | None = None) -> int:
+    cfg = load_or_report(path)
+    if cfg is None:
+        return EXIT_CONFIG
+    from forwarder import daemon
+
+    return daemon.main(cfg, path, user=user, pid_file=pid_file)
+
+
+def reload_running(pid_file: str) -> int:
+    import signal
+
+    try:
+        with open(pid_file, encoding="ascii") as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as e:
+        print(f"{pid_file}: cannot signal the forwarder: {e}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"sent SIGHUP to {pid}")
+    return EXIT_OK

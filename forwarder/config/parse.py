@@ -1,0 +1,675 @@
+"""YAML -> configuration model: defaults, type coercion, and a field path in every error.
+
+Every problem is collected (not just the first) as `ConfigProblem(path, reason)`, where
+path reads like `zones[2].upstream`. Unknown keys are problems: a typo must not silently
+do nothing.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from forwarder import wire
+from forwarder.config import model
+from forwarder.errors import ConfigProblem
+
+T = TypeVar("T")
+RESOLV_CONF = "/etc/resolv.conf"
+
+
+class Reader:
+    """Reads one YAML mapping at a field path, recording problems instead of raising."""
+
+    def __init__(self, problems: list[ConfigProblem], path: str, data: Any, known: set[str]):
+        self.problems = problems
+        self.path = path
+        self.ok = True
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            self.fail("", f"expected a mapping, found {_kind(data)}")
+            data = {}
+            self.ok = False
+        self.data: dict[str, Any] = data
+        for key in data:
+            if key not in known:
+                hint = difflib.get_close_matches(str(key), sorted(known), n=1)
+                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
+                known_list = ", ".join(sorted(known))
+                self.fail(str(key), f"unknown key{extra}; expected one of: {known_list}")
+
+    def at(self, key: str) -> str:
+        if not key:
+            return self.path
+        if key.startswith("["):
+            return f"{self.path}{key}"
+        return f"{self.path}.{key}" if self.path else key
+
+    def fail(self, key: str, reason: str) -> None:
+        self.problems.append(ConfigProblem(self.at(key), reason))
+
+    def has(self, key: str) -> bool:
+        return key in self.data and self.data[key] is not None
+
+    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
+        if not self.has(key):
+            return default
+        try:
+            return convert(self.data[key])
+        except (ValueError, TypeError) as e:
+            self.fail(key, str(e))
+            return default
+
+    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
+        return self.get(key, default, lambda v: _bounded(_int(v), lo, hi))
+
+    def number(self, key: str, default: float, lo: float | None = None,
+               hi: float | None = None) -> float:
+        return self.get(key, default, lambda v: _bounded(_float(v), lo, hi))
+
+    def duration(self, key: str, default: float, lo: float = 0.0) -> float:
+        return self.get(key, default, lambda v: _bounded(parse_duration(v), lo, None))
+
+    def boolean(self, key: str, default: bool) -> bool:
+        return self.get(key, default, _bool)
+
+    def text(self, key: str, default: T) -> str | T:
+        return self.get(key, default, _str)
+
+    def choice(self, key: str, default: T, enum: Callable[[str], T], names: list[str]) -> T:
+        def convert(v: Any) -> T:
+            try:
+                return enum(_str(v).lower())
+            except ValueError:
+                raise ValueError(f"{v!r} is not one of: {', '.join(names)}") from None
+
+        return self.get(key, default, convert)
+
+    def items(self, key: str) -> list[tuple[str, Any]]:
+        """Answers (path, item) for each element of a list field (a scalar counts as one)."""
+        if not self.has(key):
+            return []
+        value = self.data[key]
+        if not isinstance(value, list):
+            value = [value]
+        return [(self.at(f"{key}[{i}]"), v) for i, v in enumerate(value)]
+
+
+def _kind(v: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+            int: "a number", float: "a number", type(None): "nothing"}.get(type(v), type(v).__name__)
+
+
+def _bounded(v: T, lo: Any, hi: Any) -> T:
+    if lo is not None and v < lo:
+        raise ValueError(f"{v} is below the minimum {lo}")
+    if hi is not None and v > hi:
+        raise ValueError(f"{v} is above the maximum {hi}")
+    return v
+
+
+def _int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"expected a whole number, found {_kind(v)} {v!r}")
+    return v
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ValueError(f"expected a number, found {_kind(v)} {v!r}")
+    return float(v)
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"expected true or false, found {_kind(v)} {v!r}")
+    return v
+
+
+def _str(v: Any) -> str:
+    if isinstance(v, bool) or not isinstance(v, str | int | float):
+        raise ValueError(f"expected a string, found {_kind(v)}")
+    return str(v)
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+
+
+def parse_duration(v: Any) -> float:
+    """Answers seconds for `1.5`, `"50ms"`, `"2s"`, `"5m"`, `"1h"`. Raises ValueError."""
+    if isinstance(v, int | float) and not isinstance(v, bool):
+        return float(v)
+    m = _DURATION.match(str(v)) if isinstance(v, str) else None
+    if not m:
+        raise ValueError(f"expected a duration such as 1.5, 50ms, 2s or 5m, found {v!r}")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
+    return float(m.group(1)) * scale
+
+
+def parse_network(v: Any) -> model.Network:
+    try:
+        return ipaddress.ip_network(_str(v).strip(), strict=False)
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP network (such as 10.0.0.0/8 or fc00::/7)") from None
+
+
+def parse_server(v: Any) -> model.Server:
+    """Answers a Server for `ip`, `ip:port` or `[v6]:port`. Raises ValueError."""
+    text = _str(v).strip()
+    host, port = text, 53
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ValueError(f"{text!r}: missing ']' in [v6]:port")
+        host, rest = text[1:end], text[end + 1 :]
+        if rest:
+            if not rest.startswith(":") or not rest[1:].isdigit():
+                raise ValueError(f"{text!r}: expected [v6]:port")
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, p = text.partition(":")
+        if not p.isdigit():
+            raise ValueError(f"{text!r}: port {p!r} is not a number")
+        port = int(p)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r} is not an IP address (ip, ip:port or [v6]:port)") from None
+    if not 0 < port < 65536:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return model.Server(host, port)
+
+
+def parse_name(v: Any, wildcard: bool = False) -> str:
+    text = _str(v).strip().lower().rstrip(".")
+    body = text[2:] if wildcard and text.startswith("*.") else text
+    if body:
+        try:
+            wire.text_to_name(body)
+        except (ValueError, UnicodeEncodeError) as e:
+            raise ValueError(f"{v!r} is not a domain name: {e}") from None
+    return text or "."
+
+
+def parse_qtype(v: Any) -> int:
+    return wire.qtype_from_text(_str(v))
+
+
+def resolv_conf_servers(path: str | None = None) -> tuple[model.Server, ...]:
+    """Answers the nameservers listed in resolv.conf (FORWARDER_RESOLV_CONF overrides the path)."""
+    path = path or os.environ.get("FORWARDER_RESOLV_CONF", RESOLV_CONF)
+    servers = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] == "nameserver":
+                    addr = parts[1].split("%")[0]
+                    try:
+                        ipaddress.ip_address(addr)
+                    except ValueError:
+                        continue
+                    servers.append(model.Server(addr, 53))
+    except OSError:
+        return ()
+    return tuple(servers)
+
+
+# --- sections ----------------------------------------------------------------------------
+
+TOP_KEYS = {
+    "listen", "acl", "upstreams", "zones", "policies", "cache", "rate_limit", "limits",
+    "metrics", "querylog", "hooks", "user", "group", "allow_root", "pid_file", "workers",
+}
+
+
+def parse(data: Any, source: str, problems: list[ConfigProblem]) -> model.Config:
+    """Builds a Config from loaded YAML; appends every problem found to *problems*."""
+    top = Reader(problems, "", data, TOP_KEYS)
+    listen = _listeners(top, problems)
+    acl = _acl(top, problems)
+    groups = _groups(top, problems)
+    policies = _policies(top, problems)
+    rules = _rules(top, problems)
+    return model.Config(
+        source=source,
+        listen=listen,
+        acl=acl,
+        upstreams=groups,
+        rules=rules,
+        policies=policies,
+        cache=_cache(top, problems),
+        rate_limit=_rate_limit(top, problems),
+        limits=_limits(top, problems),
+        metrics=_metrics(top, problems),
+        querylog=_querylog(top, problems),
+        hooks=_hooks(top, problems),
+        user=top.text("user", None),
+        group=top.text("group", None),
+        allow_root=top.boolean("allow_root", False),
+        pid_file=top.text("pid_file", None),
+        workers=top.integer("workers", 1, 1, 64),
+    )
+
+
+def _listeners(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Listener, ...]:
+    if not top.has("listen"):
+        return (model.Listener("127.0.0.1", 53),)
+    out = []
+    for path, item in top.items("listen"):
+        if isinstance(item, str | int) and not isinstance(item, bool):
+            try:
+                s = parse_server(item)
+                out.append(model.Listener(s.host, s.port))
+            except ValueError as e:
+                problems.append(ConfigProblem(path, str(e)))
+            continue
+        r = Reader(problems, path, item, {"address", "port", "protocols"})
+        address = r.text("address", "")
+        if not address:
+            if r.ok:
+                r.fail("address", "required")
+            continue
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            r.fail("address", f"{address!r} is not an IP address")
+            continue
+        port = r.integer("port", 53, 0, 65535)
+        protocols = []
+        for ppath, p in r.items("protocols"):
+            if p not in ("udp", "tcp"):
+                problems.append(ConfigProblem(ppath, f"{p!r} is not one of: udp, tcp"))
+            else:
+                protocols.append(p)
+        out.append(model.Listener(address, port, tuple(protocols) or ("udp", "tcp")))
+    if not out and not any(p.path.startswith("listen") for p in problems):
+        problems.append(ConfigProblem("listen", "at least one address is required"))
+    return tuple(out)
+
+
+def _acl(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Network, ...]:
+    r = Reader(problems, top.at("acl"), top.data.get("acl"), {"allow"})
+    if not r.has("allow"):
+        return tuple(ipaddress.ip_network(n) for n in model.DEFAULT_ACL)
+    return tuple(_network_list(r.items("allow"), problems, model.DEFAULT_ACL))
+
+
+def _network_list(items: list[tuple[str, Any]], problems: list[ConfigProblem],
+                  default: tuple[str, ...]) -> list[model.Network]:
+    """Parses a list of networks; the item `default` stands for *default*."""
+    out: list[model.Network] = []
+    for path, item in items:
+        if item == "default":
+            out.extend(ipaddress.ip_network(n) for n in default)
+            continue
+        try:
+            out.append(parse_network(item))
+        except ValueError as e:
+            problems.append(ConfigProblem(path, str(e)))
+    return out
+
+
+GROUP_KEYS = {"servers", "selection", "timeout", "attempts", "budget", "transport",
+              "health_check", "canary"}
+HEALTH_KEYS = {"enabled", "interval", "timeout", "name", "type", "rise", "fall", "max_failures"}
+
+
+def _groups(top: Reader, problems: list[ConfigProblem]) -> tuple[model.UpstreamGroup, ...]:
+    section = top.data.get("upstreams") or {}
+    if not isinstance(section, dict):
+        top.fail("upstreams", f"expected a mapping of group names, found {_kind(section)}")
+        section = {}
+    out = []
+    for name, body in section.items():
+        r = Reader(problems, top.at(f"upstreams.{name}"), body, GROUP_KEYS)
+        servers = []
+        for path, item in r.items("servers"):
+            try:
+                servers.append(parse_server(item))
+            except ValueError as e:
+                problems.append(ConfigProblem(path, str(e)))
+        if not servers and r.ok and not r.has("servers"):
+            if name == "system":
+                servers = list(resolv_conf_servers())
+            else:
+                r.fail("servers", "at least one server is required")
+        timeout = r.duration("timeout", 1.0, 0.001)
+        attempts = r.integer("attempts", 3, 1, 20)
+        budget = r.duration("budget", timeout * attempts + 1.0, 0.001)
+        transport = r.text("transport", "udp")
+        if transport not in ("udp", "tcp"):
+            r.fail("transport", f"{transport!r} is not one of: udp, tcp")
+            transport = "udp"
+        out.append(model.UpstreamGroup(
+            name=str(name),
+            servers=tuple(servers),
+            selection=r.choice("selection", model.Selection.SEQUENTIAL, model.Selection,
+                               [s.value for s in model.Selection]),
+            timeout=timeout,
+            attempts=attempts,
+            budget=budget,
+            transport=transport,
+            health=_health(r, problems),
+            canary=_canary(r, problems),
+        ))
+    if not any(g.name == "system" for g in out):
+        out.append(model.UpstreamGroup("system", resolv_conf_servers()))
+    return tuple(out)
+
+
+def _health(group: Reader, problems: list[ConfigProblem]) -> model.HealthCheck:
+    r = Reader(problems, group.at("health_check"), group.data.get("health_check"), HEALTH_KEYS)
+    d = model.HealthCheck()
+    return model.HealthCheck(
+        enabled=r.boolean("enabled", d.enabled),
+        interval=r.duration("interval", d.interval, 0.05),
+        timeout=r.duration("timeout", d.timeout, 0.001),
+        name=r.get("name", d.name, parse_name),
+        qtype=r.get("type", d.qtype, parse_qtype),
+        rise=r.integer("rise", d.rise, 1, 100),
+        fall=r.integer("fall", d.fall, 1, 100),
+        max_failures=r.integer("max_failures", d.max_failures, 1, 1000),
+    )
+
+
+def _canary(group: Reader, problems: list[ConfigProblem]) -> model.Canary | None:
+    if not group.has("canary"):
+        return None
+    r = Reader(problems, group.at("canary"), group.data["canary"],
+               {"name", "type", "expect", "policy"})
+    name = r.get("name", "", parse_name)
+    if not name and r.ok:
+        r.fail("name", "required")
+    expect = r.text("expect", "allowed")
+    if expect != "allowed":
+        r.fail("expect", f"{expect!r} is not one of: allowed")
+    return model.Canary(name, r.get("type", 1, parse_qtype), "allowed", r.text("policy", None))
+
+
+RULE_KEYS = {"match", "name", "upstream", "action", "policy", "qtypes", "clients", "records",
+             "hosts_file", "ttl"}
+
+
+def _rules(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Rule, ...]:
+    out = []
+    for index, (path, item) in enumerate(top.items("zones")):
+        r = Reader(problems, path, item, RULE_KEYS)
+        if not r.ok:
+            continue
+        match = r.get("match", "", parse_name)
+        if not match:
+            r.fail("match", "required (a name suffix, or \".\" for everything)")
+        records = tuple(_records(r, problems))
+        hosts_file = r.text("hosts_file", None)
+        upstream = r.text("upstream", None)
+        action_text = r.text("action", None)
+        if action_text is not None:
+            if action_text not in ("refuse", "forward", "local"):
+                r.fail("action", f"{action_text!r} is not one of: forward, refuse, local")
+            action = model.RuleAction(action_text) if action_text in ("refuse", "forward",
+                                                                      "local") else None
+        elif records or hosts_file:
+            action = model.RuleAction.LOCAL
+        elif upstream:
+            action = model.RuleAction.FORWARD
+        else:
+            action = None
+            r.fail("", "a rule needs `upstream: GROUP`, `action: refuse`, or `records`/`hosts_file`")
+        if action is model.RuleAction.FORWARD and not upstream:
+            r.fail("upstream", "required when action is forward")
+        if action is model.RuleAction.LOCAL and not (records or hosts_file):
+            r.fail("records", "a local rule needs records or a hosts_file")
+        if upstream and action in (model.RuleAction.REFUSE, model.RuleAction.LOCAL):
+            r.fail("upstream", f"not used by action {action.value}; remove one of them")
+        qtypes = None
+        if r.has("qtypes"):
+            qt = []
+            for qpath, v in r.items("qtypes"):
+                try:
+                    qt.append(parse_qtype(v))
+                except ValueError as e:
+                    problems.append(ConfigProblem(qpath, str(e)))
+            qtypes = frozenset(qt)
+        clients = None
+        if r.has("clients"):
+            clients = tuple(_network_list(r.items("clients"), problems, model.DEFAULT_ACL))
+        if action is None:
+            continue
+        out.append(model.Rule(
+            index=index,
+            name=r.text("name", match or "?"),
+            match=match,
+            action=action,
+            upstream=upstream,
+            policy=r.text("policy", None),
+            qtypes=qtypes,
+            clients=clients,
+            records=records,
+            hosts_file=hosts_file,
+            ttl=r.integer("ttl", 300, 0, 604_800),
+        ))
+    if not top.has("zones"):
+        top.fail("zones", "at least one zone rule is required (e.g. match: \".\", upstream: system)")
+    return tuple(out)
+
+
+RECORD_TYPES = ("A", "AAAA", "CNAME", "TXT")
+
+
+def parse_record(name: Any, rtype: Any, value: Any, ttl: int) -> model.LocalRecord:
+    """Validates one local record. Raises ValueError naming what is wrong."""
+    owner = parse_name(name, wildcard=True)
+    t = _str(rtype).upper()
+    if t not in RECORD_TYPES:
+        raise ValueError(f"type {rtype!r} is not one of: {', '.join(RECORD_TYPES)}")
+    text = _str(value).strip()
+    if t == "A":
+        if not isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address):
+            raise ValueError(f"{text!r} is not an IPv4 address")
+    elif t == "AAAA":
+        try:
+            if not isinstance(ipaddress.ip_address(text), ipaddress.IPv6Address):
+                raise ValueError
+        except ValueError:
+            raise ValueError(f"{text!r} is not an IPv6 address") from None
+    elif t == "CNAME":
+        text = parse_name(text)
+    elif len(text.encode("utf-8")) > 255:
+        raise ValueError("TXT values longer than 255 bytes are not supported")
+    return model.LocalRecord(owner, wire.qtype_from_text(t), text, ttl)
+
+
+def _records(rule: Reader, problems: list[ConfigProblem]) -> list[model.LocalRecord]:
+    out = []
+    for path, item in rule.items("records"):
+        r = Reader(problems, path, item, {"name", "type", "value", "ttl"})
+        if not r.ok:
+            continue
+        missing = [k for k in ("name", "type", "value") if not r.has(k)]
+        for k in missing:
+            r.fail(k, "required")
+        if missing:
+            continue
+        try:
+            out.append(parse_record(r.data["name"], r.data["type"], r.data["value"],
+                                    r.integer("ttl", 300, 0, 604_800)))
+        except ValueError as e:
+            problems.append(ConfigProblem(path, str(e)))
+    return out
+
+
+POLICY_KEYS = {"protected", "allowed", "on_violation", "rewrite", "fallback", "then", "mode",
+               "ttl"}
+
+
+def _policies(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Policy, ...]:
+    section = top.data.get("policies") or {}
+    if not isinstance(section, dict):
+        top.fail("policies", f"expected a mapping of policy names, found {_kind(section)}")
+        return ()
+    out = []
+    actions = [v.value for v in model.Violation]
+    for name, body in section.items():
+        r = Reader(problems, top.at(f"policies.{name}"), body, POLICY_KEYS)
+        protected: tuple[str, ...] = model.DEFAULT_PROTECTED
+        if r.has("protected") and r.data["protected"] != "default":
+            names: list[str] = []
+            for path, item in r.items("protected"):
+                if item == "default":
+                    names.extend(model.DEFAULT_PROTECTED)
+                    continue
+                try:
+                    names.append(parse_name(item))
+                except ValueError as e:
+                    problems.append(ConfigProblem(path, str(e)))
+            protected = tuple(names)
+        allowed: tuple[str, ...] = model.DEFAULT_ALLOWED
+        if r.has("allowed") and r.data["allowed"] != "default":
+            allowed = tuple(str(n) for n in _network_list(r.items("allowed"), problems,
+                                                          model.DEFAULT_ALLOWED))
+        on_violation = r.choice("on_violation", model.Violation.SERVFAIL, model.Violation, actions)
+        then = r.choice("then", model.Violation.SERVFAIL, model.Violation, actions)
+        if then in (model.Violation.FALLBACK, model.Violation.REWRITE_CNAME):
+            r.fail("then", f"{then.value} cannot follow a fallback")
+        out.append(model.Policy(
+            name=str(name),
+            protected=protected,
+            allowed=allowed,
+            on_violation=on_violation,
+            rewrite=_rewrites(r, problems),
+            fallback=r.text("fallback", None),
+            then=then,
+            mode=r.choice("mode", model.PolicyMode.ENFORCE, model.PolicyMode,
+                          [m.value for m in model.PolicyMode]),
+            ttl=r.integer("ttl", 30, 0, 86_400),
+        ))
+    return tuple(out)
+
+
+def _rewrites(policy: Reader, problems: list[ConfigProblem]) -> tuple[
+        tuple[str, model.RewriteTarget], ...]:
+    if not policy.has("rewrite"):
+        return ()
+    section = policy.data["rewrite"]
+    if not isinstance(section, dict):
+        policy.fail("rewrite", f"expected a mapping of names to addresses, found {_kind(section)}")
+        return ()
+    out = []
+    for key, body in section.items():
+        path = policy.at(f"rewrite.{key}")
+        try:
+            owner = parse_name(key, wildcard=True)
+        except ValueError as e:
+            problems.append(ConfigProblem(path, str(e)))
+            continue
+        r = Reader(problems, path, body, {"A", "AAAA", "CNAME"})
+        a, aaaa = [], []
+        for ipath, v in r.items("A"):
+            try:
+                a.append(str(ipaddress.IPv4Address(_str(v))))
+            except ValueError:
+                problems.append(ConfigProblem(ipath, f"{v!r} is not an IPv4 address"))
+        for ipath, v in r.items("AAAA"):
+            try:
+                aaaa.append(str(ipaddress.IPv6Address(_str(v))))
+            except ValueError:
+                problems.append(ConfigProblem(ipath, f"{v!r} is not an IPv6 address"))
+        cname = r.get("CNAME", None, lambda v: parse_name(v, wildcard=True))
+        if r.ok and not (a or aaaa or cname):
+            r.fail("", "give A and/or AAAA addresses, or a CNAME target")
+        out.append((owner, model.RewriteTarget(tuple(a), tuple(aaaa), cname)))
+    return tuple(out)
+
+
+def _cache(top: Reader, problems: list[ConfigProblem]) -> model.CacheSettings:
+    keys = {f for f in model.CacheSettings.__dataclass_fields__}
+    r = Reader(problems, top.at("cache"), top.data.get("cache"), keys)
+    d = model.CacheSettings()
+    return model.CacheSettings(
+        enabled=r.boolean("enabled", d.enabled),
+        max_entries=r.integer("max_entries", d.max_entries, 1, 100_000_000),
+        min_ttl=r.integer("min_ttl", d.min_ttl, 0, 604_800),
+        max_ttl=r.integer("max_ttl", d.max_ttl, 0, 604_800),
+        max_negative_ttl=r.integer("max_negative_ttl", d.max_negative_ttl, 0, 604_800),
+        servfail_ttl=r.integer("servfail_ttl", d.servfail_ttl, 0, 300),
+        serve_stale=r.boolean("serve_stale", d.serve_stale),
+        max_stale=r.integer("max_stale", d.max_stale, 0, 30 * 86_400),
+        stale_client_timeout=r.duration("stale_client_timeout", d.stale_client_timeout, 0.0),
+        stale_ttl=r.integer("stale_ttl", d.stale_ttl, 0, 86_400),
+        prefetch=r.boolean("prefetch", d.prefetch),
+    )
+
+
+def _rate_limit(top: Reader, problems: list[ConfigProblem]) -> model.RateLimit:
+    keys = {f for f in model.RateLimit.__dataclass_fields__}
+    r = Reader(problems, top.at("rate_limit"), top.data.get("rate_limit"), keys)
+    qps = r.number("qps", 0.0, 0.0)
+    action = r.text("action", "drop")
+    if action not in ("drop", "refuse"):
+        r.fail("action", f"{action!r} is not one of: drop, refuse")
+    return model.RateLimit(
+        qps=qps,
+        burst=r.integer("burst", max(1, int(qps)), 1, 1_000_000),
+        action=action if action in ("drop", "refuse") else "drop",
+        ipv4_prefix=r.integer("ipv4_prefix", 32, 8, 32),
+        ipv6_prefix=r.integer("ipv6_prefix", 56, 16, 128),
+    )
+
+
+def _limits(top: Reader, problems: list[ConfigProblem]) -> model.Limits:
+    keys = {f for f in model.Limits.__dataclass_fields__}
+    r = Reader(problems, top.at("limits"), top.data.get("limits"), keys)
+    d = model.Limits()
+    return model.Limits(
+        max_inflight=r.integer("max_inflight", d.max_inflight, 1, 1_000_000),
+        tcp_max_connections=r.integer("tcp_max_connections", d.tcp_max_connections, 1, 100_000),
+        tcp_idle_timeout=r.duration("tcp_idle_timeout", d.tcp_idle_timeout, 0.01),
+        tcp_max_queries_per_connection=r.integer(
+            "tcp_max_queries_per_connection", d.tcp_max_queries_per_connection, 1, 65_535),
+        udp_buffer=r.integer("udp_buffer", d.udp_buffer, 65_536, 256 * 1024 * 1024),
+    )
+
+
+def _metrics(top: Reader, problems: list[ConfigProblem]) -> model.MetricsSettings:
+    r = Reader(problems, top.at("metrics"), top.data.get("metrics"), {"enabled", "listen"})
+    listen = r.text("listen", model.MetricsSettings().listen)
+    try:
+        parse_server(listen)
+    except ValueError as e:
+        r.fail("listen", str(e))
+    return model.MetricsSettings(r.boolean("enabled", True), listen)
+
+
+def _querylog(top: Reader, problems: list[ConfigProblem]) -> model.QueryLogSettings:
+    keys = {f for f in model.QueryLogSettings.__dataclass_fields__}
+    r = Reader(problems, top.at("querylog"), top.data.get("querylog"), keys)
+    return model.QueryLogSettings(
+        enabled=r.boolean("enabled", False),
+        path=r.text("path", "stdout"),
+        sample=r.number("sample", 1.0, 0.0, 1.0),
+        queue_size=r.integer("queue_size", 10_000, 1, 10_000_000),
+    )
+
+
+def _hooks(top: Reader, problems: list[ConfigProblem]) -> tuple[model.HookSettings, ...]:
+    out = []
+    for path, item in top.items("hooks"):
+        r = Reader(problems, path, item, {"path", "timeout", "options"})
+        hook_path = r.text("path", "")
+        if not hook_path:
+            if r.ok:
+                r.fail("path", "required")
+            continue
+        options = r.data.get("options") or {}
+        if not isinstance(options, dict):
+            r.fail("options", f"expected a mapping, found {_kind(options)}")
+            options = {}
+        out.append(model.HookSettings(hook_path, r.duration("timeout", 0.05, 0.001),
+                                      tuple(options.items())))
+    return tuple(out)

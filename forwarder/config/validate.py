@@ -1,0 +1,78 @@
+"""Cross-field checks: references between rules, groups and policies, duplicates, and files."""
+
+from __future__ import annotations
+
+import os
+
+from forwarder.config import model
+from forwarder.errors import ConfigProblem
+
+
+def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
+    """Appends to *problems* everything that is wrong across sections of *cfg*."""
+    groups = {g.name: g for g in cfg.upstreams}
+    policies = {p.name: p for p in cfg.policies}
+    known_groups = ", ".join(sorted(groups))
+
+    def need_group(path: str, name: str) -> None:
+        group = groups.get(name)
+        if group is None:
+            problems.append(ConfigProblem(path, f"unknown upstream group {name!r} "
+                                                f"(defined: {known_groups})"))
+        elif not group.servers:
+            why = " (/etc/resolv.conf lists no nameserver)" if name == "system" else ""
+            problems.append(ConfigProblem(path, f"upstream group {name!r} has no servers{why}"))
+
+    seen_rules: dict[tuple[object, ...], int] = {}
+    for rule in cfg.rules:
+        path = f"zones[{rule.index}]"
+        if rule.upstream is not None:
+            need_group(f"{path}.upstream", rule.upstream)
+        if rule.policy is not None:
+            if rule.policy not in policies:
+                problems.append(ConfigProblem(
+                    f"{path}.policy", f"unknown policy {rule.policy!r} "
+                    f"(defined: {', '.join(sorted(policies)) or 'none'})"))
+            if rule.action is not model.RuleAction.FORWARD:
+                problems.append(ConfigProblem(
+                    f"{path}.policy", "a policy judges forwarded answers; this rule does not forward"))
+        if rule.hosts_file is not None and not os.access(rule.hosts_file, os.R_OK):
+            problems.append(ConfigProblem(f"{path}.hosts_file",
+                                          f"cannot read {rule.hosts_file!r}"))
+        key = (rule.match, rule.qtypes, rule.clients)
+        if key in seen_rules:
+            problems.append(ConfigProblem(
+                f"{path}.match", f"duplicate rule for {rule.match!r} "
+                f"(same as zones[{seen_rules[key]}]); the second would never match"))
+        else:
+            seen_rules[key] = rule.index
+
+    for policy in cfg.policies:
+        path = f"policies.{policy.name}"
+        uses_fallback = policy.on_violation is model.Violation.FALLBACK
+        if uses_fallback and policy.fallback is None:
+            problems.append(ConfigProblem(f"{path}.fallback",
+                                          "required when on_violation is fallback"))
+        if policy.fallback is not None:
+            need_group(f"{path}.fallback", policy.fallback)
+        actions = {policy.on_violation, policy.then if uses_fallback else None}
+        if model.Violation.REWRITE in actions and not any(t.a or t.aaaa for _, t in policy.rewrite):
+            problems.append(ConfigProblem(f"{path}.rewrite",
+                                          "on_violation rewrite needs addresses under rewrite"))
+        if model.Violation.REWRITE_CNAME in actions and not any(t.cname for _, t in policy.rewrite):
+            problems.append(ConfigProblem(
+                f"{path}.rewrite", "on_violation rewrite_cname needs a CNAME under rewrite"))
+
+    for group in cfg.upstreams:
+        if group.canary and group.canary.policy and group.canary.policy not in policies:
+            problems.append(ConfigProblem(f"upstreams.{group.name}.canary.policy",
+                                          f"unknown policy {group.canary.policy!r}"))
+
+    seen_listen: set[tuple[str, int]] = set()
+    for i, listener in enumerate(cfg.listen):
+        if (listener.address, listener.port) in seen_listen:
+            problems.append(ConfigProblem(f"listen[{i}]", f"{listener.label} is listed twice"))
+        seen_listen.add((listener.address, listener.port))
+
+    if cfg.cache.min_ttl > cfg.cache.max_ttl:
+        problems.append(ConfigProblem("cache.min_ttl", "is larger than cache.max_ttl"))

@@ -1,0 +1,67 @@
+"""The exception tree: what can go wrong with input, upstreams, hooks and configuration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class ForwarderError(Exception):
+    """Root of every error the forwarder raises on purpose."""
+
+
+class DropPacket(ForwarderError):
+    """The datagram cannot be answered at all (too short, or a response): drop it, count it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(kind)
+        self.kind = kind
+
+
+class FormError(ForwarderError):
+    """The header is readable but the rest of the message is malformed: answer FORMERR."""
+
+    def __init__(self, reason: str, kind: str = "formerr") -> None:
+        super().__init__(reason)
+        self.kind = kind
+
+
+class UpstreamError(ForwarderError):
+    """Every try of an upstream group failed; carries the Extended DNS Error to send."""
+
+    def __init__(self, ede_code: int, text: str) -> None:
+        super().__init__(text)
+        self.ede_code = ede_code
+        self.text = text
+
+
+class HookError(ForwarderError):
+    """An operator's hook raised, overran its time limit, or returned something invalid."""
+
+    def __init__(self, hook: str, kind: str, text: str) -> None:
+        super().__init__(text)
+        self.hook = hook
+        self.kind = kind
+        self.text = text
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One problem in a configuration file: where it is and what is wrong."""
+
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class ConfigError(ForwarderError):
+    """A configuration file is invalid; lists every problem found, each with its field path."""
+
+    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+        self.source = source
+        self.problems = tuple(problems)
+        super().__init__(self.render())
+
+    def render(self) -> str:
+        return "\n".join(f"{self.source}: {p}" for p in self.problems)

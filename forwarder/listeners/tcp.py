@@ -1,0 +1,201 @@
+"""TCP listener (RFC 7766): two-byte length framing, several queries in flight on one
+connection answered as they complete, an idle timeout, and a cap on connections."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+import time
+
+from forwarder import metrics, wire
+from forwarder.config.model import Limits, Listener
+from forwarder.errors import DropPacket, FormError
+from forwarder.pipeline import DROP, Accounting, Pipeline
+from forwarder.query import Query, Reply
+
+log = logging.getLogger("forwarder")
+
+LENGTH = struct.Struct("!H")
+
+
+def bind(listener: Listener, reuse_port: bool = False) -> socket.socket:
+    """Binds a listening TCP socket for *listener*. Raises OSError."""
+    family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((listener.address, listener.port))
+        sock.listen(1024)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class TcpListener:
+    """Accepts connections on one bound socket and serves each through the Pipeline."""
+
+    def __init__(self, sock: socket.socket, pipeline: Pipeline, accounting: Accounting,
+                 limits: Limits) -> None:
+        self.sock = sock
+        self.pipeline = pipeline
+        self.accounting = accounting
+        self.limits = limits
+        self.connections: set[TcpConnection] = set()
+        self._server: asyncio.Server | None = None
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()[:2]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: TcpConnection(self), sock=self.sock)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def drain(self) -> None:
+        """Waits for in-flight queries on every connection, then closes the connections."""
+        for conn in list(self.connections):
+            await conn.drain()
+            conn.close()
+
+    def close(self) -> None:
+        self.stop_accepting()
+        for conn in list(self.connections):
+            conn.close()
+        self.sock.close()
+
+
+class TcpConnection(asyncio.Protocol):
+    """One client connection: frames in, replies out in completion order."""
+
+    def __init__(self, listener: TcpListener) -> None:
+        self.listener = listener
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.client: tuple[str, int] = ("", 0)
+        self.idle: asyncio.TimerHandle | None = None
+        self.paused = False
+        self.closing = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        listener = self.listener
+        if len(listener.connections) >= listener.limits.tcp_max_connections:
+            metrics.dropped.labels("tcp_connection_limit").inc()
+            transport.abort()
+            return
+        self.client = transport.get_extra_info("peername")[:2]
+        listener.connections.add(self)
+        metrics.tcp_connections.inc()
+        self._arm_idle()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self in self.listener.connections:
+            self.listener.connections.discard(self)
+            metrics.tcp_connections.dec()
+        if self.idle is not None:
+            self.idle.cancel()
+        for task in self.tasks:
+            task.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        buf = self.buffer
+        while len(buf) >= 2:
+            (length,) = LENGTH.unpack_from(buf)
+            if len(buf) < 2 + length:
+                break
+            frame = bytes(buf[2 : 2 + length])
+            del buf[: 2 + length]
+            self._frame(frame)
+        self._arm_idle()
+
+    def eof_received(self) -> bool:
+        # the client is done sending; answer what is in flight, then close
+        if not self.tasks:
+            return False
+        self.closing = True
+        return True
+
+    def _frame(self, data: bytes) -> None:
+        try:
+            q = Query.from_wire(data, self.client, "tcp", time.monotonic())
+        except DropPacket as e:
+            metrics.malformed.labels(e.kind).inc()
+            return
+        except FormError as e:
+            metrics.malformed.labels(e.kind).inc()
+            rcode = wire.Rcode.NOTIMP if e.kind == "notimp" else wire.Rcode.FORMERR
+            self._write(wire.header_only_reply(data, rcode))
+            return
+        reply = self.listener.pipeline.fast(q)
+        if reply is None:
+            task = asyncio.ensure_future(self._resolve(q))
+            self.tasks.add(task)
+            task.add_done_callback(self._done)
+            if len(self.tasks) >= self.listener.limits.tcp_max_queries_per_connection:
+                self.paused = True
+                assert self.transport is not None
+                self.transport.pause_reading()
+        elif reply is not DROP:
+            self._answer(q, reply)
+
+    async def _resolve(self, q: Query) -> None:
+        reply = await self.listener.pipeline.resolve(q)
+        if reply is not DROP:
+            self._answer(q, reply)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        if self.paused and self.transport is not None:
+            self.paused = False
+            self.transport.resume_reading()
+        if not self.tasks:
+            if self.closing:
+                self.close()
+            else:
+                self._arm_idle()
+
+    def _answer(self, q: Query, reply: Reply) -> None:
+        self._write(reply.to_client(q))
+        self.listener.accounting.record(q, reply, time.monotonic())
+
+    def _write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(LENGTH.pack(len(data)) + data)
+
+    def _arm_idle(self) -> None:
+        if self.idle is not None:
+            self.idle.cancel()
+        if self.transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        self.idle = loop.call_later(self.listener.limits.tcp_idle_timeout, self._idle_fired)
+
+    def _idle_fired(self) -> None:
+        if self.tasks:  # RFC 7766 6.2.3: do not close with queries outstanding
+            self._arm_idle()
+            return
+        self.close()
+
+    async def drain(self) -> None:
+        if self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+
+    def close(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()

@@ -1,0 +1,116 @@
+"""Every Prometheus metric the forwarder exports, declared in one place.
+
+Names follow Prometheus conventions: `forwarder_` prefix, base units, `_total` counters,
+`_seconds` histograms. Labels have bounded cardinality: rule, group, server and policy
+names come from the configuration; query types are folded to a fixed set; never a query
+name or a client address.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from forwarder import __version__, wire
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# 0.25 ms .. ~8 s, as CoreDNS's plugin.TimeBuckets
+TIME_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
+                0.256, 0.512, 1.024, 2.048, 4.096, 8.192)
+
+FOLDED_QTYPES = frozenset({"A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV",
+                           "NS", "SOA", "DS", "DNSKEY", "ANY", "CAA"})
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+               5: "REFUSED", 16: "BADVERS"}
+
+
+def qtype_label(qtype: int) -> str:
+    name = wire.QTYPE_NAMES.get(qtype)
+    return name if name in FOLDED_QTYPES else "other"
+
+
+def rcode_label(rcode: int) -> str:
+    return RCODE_NAMES.get(rcode, "other")
+
+
+# --- queries and responses -------------------------------------------------------------------
+queries = Counter("forwarder_queries_total", "Queries received, by protocol, rule and type.",
+                  ["protocol", "rule", "qtype"], registry=REGISTRY)
+responses = Counter("forwarder_responses_total", "Responses sent, by protocol, rule and rcode.",
+                    ["protocol", "rule", "rcode"], registry=REGISTRY)
+request_duration = Histogram("forwarder_request_duration_seconds",
+                             "Time from receiving a query to sending its response.",
+                             ["protocol", "rule"], buckets=TIME_BUCKETS, registry=REGISTRY)
+acl_refused = Counter("forwarder_acl_refused_total",
+                      "Queries refused because the client is not in acl.allow.", registry=REGISTRY)
+rate_limited = Counter("forwarder_rate_limited_total",
+                       "Queries over a client's rate limit, by what was done (drop, refuse).",
+                       ["action"], registry=REGISTRY)
+malformed = Counter("forwarder_malformed_total",
+                    "Client messages dropped or answered FORMERR/NOTIMP, by kind.",
+                    ["kind"], registry=REGISTRY)
+dropped = Counter("forwarder_dropped_total",
+                  "Responses or queries dropped by the server, by reason.", ["reason"],
+                  registry=REGISTRY)
+internal_errors = Counter("forwarder_internal_errors_total",
+                          "Queries answered SERVFAIL because of an internal error.",
+                          registry=REGISTRY)
+inflight = Gauge("forwarder_inflight_queries",
+                 "Queries waiting on an upstream, hook or policy lookup.", registry=REGISTRY)
+tcp_connections = Gauge("forwarder_tcp_connections", "Open client TCP connections.",
+                        registry=REGISTRY)
+
+# --- upstreams ------------------------------------------------------------------------------
+upstream_queries = Counter("forwarder_upstream_queries_total",
+                           "Queries sent to upstream servers.",
+                           ["group", "server", "transport"], registry=REGISTRY)
+upstream_errors = Counter("forwarder_upstream_errors_total",
+                          "Failed or rejected upstream exchanges, by kind (timeout, refused, "
+                          "servfail, mismatch, tcp, truncated, network, malformed).",
+                          ["group", "server", "kind"], registry=REGISTRY)
+upstream_duration = Histogram("forwarder_upstream_duration_seconds",
+                              "Round-trip time of answered upstream queries.",
+                              ["group", "server"], buckets=TIME_BUCKETS, registry=REGISTRY)
+upstream_healthy = Gauge("forwarder_upstream_healthy",
+                         "1 if the upstream server is considered up, else 0.",
+                         ["group", "server"], registry=REGISTRY)
+upstream_canary_ok = Gauge("forwarder_upstream_canary_ok",
+                           "1 if the group's canary name resolves to allowed addresses, else 0.",
+                           ["group"], registry=REGISTRY)
+
+# --- policy and hooks -------------------------------------------------------------------------
+policy_verdicts = Counter("forwarder_policy_verdicts_total",
+                          "Answer-policy verdicts, by policy, rule, action and mode.",
+                          ["policy", "rule", "action", "mode"], registry=REGISTRY)
+hook_errors = Counter("forwarder_hook_errors_total",
+                      "Hook calls that raised, timed out or returned an invalid verdict.",
+                      ["hook", "kind"], registry=REGISTRY)
+
+# --- cache ---------------------------------------------------------------------------------
+cache_hits = Counter("forwarder_cache_hits_total", "Queries answered from the cache.",
+                     registry=REGISTRY)
+cache_misses = Counter("forwarder_cache_misses_total", "Cache lookups that found nothing fresh.",
+                       registry=REGISTRY)
+cache_stale = Counter("forwarder_cache_stale_served_total",
+                      "Expired answers served because upstreams failed (RFC 8767).",
+                      registry=REGISTRY)
+cache_entries = Gauge("forwarder_cache_entries", "Entries in the cache.", registry=REGISTRY)
+cache_evictions = Counter("forwarder_cache_evictions_total",
+                          "Entries evicted to stay within cache.max_entries.", registry=REGISTRY)
+cache_coalesced = Counter("forwarder_cache_coalesced_total",
+                          "Queries that waited on an identical query already in flight.",
+                          registry=REGISTRY)
+
+# --- operations -----------------------------------------------------------------------------
+config_reloads = Counter("forwarder_config_reloads_total", "Configuration reloads, by result.",
+                         ["result"], registry=REGISTRY)
+config_last_reload_success = Gauge("forwarder_config_last_reload_success_timestamp_seconds",
+                                   "Unix time of the last successful configuration load.",
+                                   registry=REGISTRY)
+querylog_dropped = Counter("forwarder_querylog_dropped_total",
+                           "Query log lines dropped because the log queue was full.",
+                           registry=REGISTRY)
+build_info = Info("forwarder_build", "Version of the forwarder and of Python.", registry=REGISTRY)
+build_info.info({"version": __version__, "python": platform.python_version()})

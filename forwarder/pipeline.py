@@ -1,0 +1,161 @@
+"""Pipeline: the fixed order of stages a query passes through, and the one error boundary.
+
+    acl -> rate limit -> hooks.on_query -> router -> refuse | local records -> cache
+        -> upstream group (coalesced) -> answer policy -> hooks.on_response -> cache store
+
+`fast` runs the synchronous front (everything up to a cache hit) without creating a task;
+`resolve` runs the rest. Users configure what each stage does, never the order.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from forwarder import metrics, wire
+from forwarder.config.model import RuleAction
+from forwarder.errors import HookError, UpstreamError
+from forwarder.query import Query, Reply, error_reply
+from forwarder.runtime import Runtime, RuntimeHolder
+
+log = logging.getLogger("forwarder")
+
+DROP = Reply(b"", -1, "drop")  # a verdict: send nothing
+
+
+class Pipeline:
+    """Resolves queries against the current Runtime of a RuntimeHolder."""
+
+    def __init__(self, holder: RuntimeHolder) -> None:
+        self.holder = holder
+        self.upstream_inflight = 0
+
+    def fast(self, q: Query) -> Reply | None:
+        """Answers from the synchronous stages, or None when `resolve` must run."""
+        rt = self.holder.current
+        q.runtime = rt
+        host = q.client[0]
+        if not rt.acl.allows(host):
+            metrics.acl_refused.inc()
+            return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
+                               "client not allowed by acl", by="acl")
+        if rt.rate_limiter is not None:
+            limited = rt.rate_limiter.check(q)
+            if limited is not None:
+                return limited
+        if q.edns_version:
+            return error_reply(q, wire.Rcode.BADVERS, by="edns")
+        if rt.hooks is not None:
+            return None
+        return self._front(rt, q)
+
+    def _front(self, rt: Runtime, q: Query) -> Reply | None:
+        rule = q.rule or rt.router.route(q.qname, q.qtype, q.client[0])
+        if rule is None:
+            q.note("no zone rule matches: REFUSED")
+            return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
+                               "no zone rule matches this name", by="router")
+        q.rule = rule
+        q.note(f"rule zones[{rule.index}] match {rule.match!r} -> {rule.action.value}")
+        if rule.action is RuleAction.REFUSE:
+            return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
+                               f"refused by rule {rule.name}", by="router")
+        if rule.action is RuleAction.LOCAL:
+            return rt.local[rule.index].answer(q)
+        if rt.cache is not None:
+            return rt.cache.get(q)
+        return None
+
+    async def resolve(self, q: Query) -> Reply:
+        """Runs the asynchronous stages; the single place where failures become SERVFAIL."""
+        rt: Runtime = q.runtime or self.holder.current
+        metrics.inflight.inc()
+        try:
+            return await self._resolve(rt, q)
+        except UpstreamError as e:
+            stale = rt.cache.stale(q) if rt.cache is not None else None
+            if stale is not None:
+                return stale
+            q.note(f"upstream failed: {e.text}")
+            return error_reply(q, wire.Rcode.SERVFAIL, e.ede_code, e.text)
+        except HookError as e:
+            metrics.hook_errors.labels(e.hook, e.kind).inc()
+            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, e.text, by="hook")
+        except Exception:
+            log.exception("internal error on %s %s", q.name, q.type_name)
+            metrics.internal_errors.inc()
+            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, "internal error")
+        finally:
+            metrics.inflight.dec()
+
+    async def _resolve(self, rt: Runtime, q: Query) -> Reply:
+        if rt.hooks is not None:
+            verdict = await rt.hooks.on_query(q)
+            if verdict is not None:
+                return verdict
+            front = self._front(rt, q)
+            if front is not None:
+                return front
+        rule = q.rule
+        assert rule is not None and rule.upstream is not None
+        if rt.cache is not None:
+            reply = await rt.cache.coalesce(q, lambda: self._fetch(rt, q))
+        else:
+            reply = await self._fetch(rt, q)
+        if rt.hooks is not None:
+            reply = await rt.hooks.on_response(q, reply)
+        return reply
+
+    async def _fetch(self, rt: Runtime, q: Query) -> Reply:
+        """Asks the upstream group and applies the rule's answer policy (and caches it)."""
+        rule = q.rule
+        assert rule is not None
+        q.group = q.group or rule.upstream
+        group = rt.groups[q.group]  # type: ignore[index]
+        if self.upstream_inflight >= rt.config.limits.max_inflight:
+            metrics.dropped.labels("inflight_limit").inc()
+            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER,
+                               "forwarder overloaded: too many upstream queries in flight")
+        self.upstream_inflight += 1
+        try:
+            reply = await group.exchange(q)
+        finally:
+            self.upstream_inflight -= 1
+        if rule.policy is not None:
+            reply = await rt.policies[rule.policy].apply(q, reply, group, rt)
+        if rt.cache is not None:
+            rt.cache.put(q, reply)
+        return reply
+
+
+class Accounting:
+    """Counts each answered query once, with label children bound ahead of time."""
+
+    __slots__ = ("_children",)
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str, int, int], tuple[object, object, object]] = {}
+
+    def record(self, q: Query, reply: Reply, now: float) -> None:
+        rule = q.rule.name if q.rule is not None else "none"
+        key = (q.transport, rule, q.qtype, reply.rcode)
+        children = self._children.get(key)
+        if children is None:
+            if len(self._children) > 10_000:
+                self._children.clear()
+            children = (
+                metrics.queries.labels(q.transport, rule, metrics.qtype_label(q.qtype)),
+                metrics.responses.labels(q.transport, rule, metrics.rcode_label(reply.rcode)),
+                metrics.request_duration.labels(q.transport, rule),
+            )
+            self._children[key] = children
+        children[0].inc()  # type: ignore[attr-defined]
+        children[1].inc()  # type: ignore[attr-defined]
+        children[2].observe(now - q.received)  # type: ignore[attr-defined]
+        rt = q.runtime
+        if rt is not None and rt.querylog is not None:
+            rt.querylog.record(q, reply, now)
+
+
+def monotonic() -> float:
+    return time.monotonic()

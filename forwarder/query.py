@@ -1,0 +1,86 @@
+"""Query, the per-request view the pipeline works on, and Reply, what a stage answers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from forwarder import wire
+
+if TYPE_CHECKING:
+    from forwarder.config.model import Rule
+
+
+@dataclass(slots=True)
+class Query:
+    """One client query, read from the wire without a general parser."""
+
+    wire: bytes  # as received
+    id: int
+    flags: int
+    qname: bytes  # lower-case wire name: the key for router and cache
+    qtype: int
+    qclass: int
+    question: bytes  # the question section as received (the client's letter case)
+    client: tuple[str, int]
+    transport: str  # "udp" | "tcp"
+    edns: bool
+    udp_size: int  # what the client accepts over UDP (512 without EDNS)
+    do: bool
+    cd: bool
+    received: float  # loop time when it arrived
+    rule: Rule | None = None  # set by the router
+    group: str | None = None  # the upstream group asked (a hook may reroute)
+    trace: list[str] | None = None  # `forwarder explain` collects steps here
+    edns_version: int = 0
+    runtime: Any = None  # the Runtime this query started under (kept across a reload)
+
+    @classmethod
+    def from_wire(
+        cls, data: bytes, client: tuple[str, int], transport: str, now: float
+    ) -> Query:
+        """Reads a client message. Raises DropPacket or FormError (see wire.parse_query)."""
+        p = wire.parse_query(data)
+        return cls(
+            data, p.id, p.flags, p.qname, p.qtype, p.qclass, p.question, client, transport,
+            p.edns, p.udp_size if transport == "udp" else 0, p.do, p.cd, now,
+            edns_version=p.edns_version,
+        )
+
+    @property
+    def name(self) -> str:
+        """The query name in presentation form, lower-case, no trailing dot."""
+        return wire.name_to_text(self.qname)
+
+    @property
+    def type_name(self) -> str:
+        return wire.qtype_to_text(self.qtype)
+
+    def note(self, step: str) -> None:
+        if self.trace is not None:
+            self.trace.append(step)
+
+
+@dataclass(slots=True, frozen=True)
+class Reply:
+    """A stage's answer: internal wire form (no OPT record), rcode, who answered, and EDEs."""
+
+    wire: bytes
+    rcode: int
+    answered_by: str  # "acl", "local", "cache", "upstream", "policy", "hook", "error"
+    ede: tuple[tuple[int, str], ...] = ()
+    server: str | None = None  # the upstream server that answered, if any
+
+    def to_client(self, q: Query) -> bytes:
+        """The bytes sent to the client of *q* (its ID, case, OPT; truncated for UDP)."""
+        return wire.finish(
+            q.id, q.flags, q.question, q.edns, q.do, q.udp_size, self.wire, self.rcode, self.ede
+        )
+
+
+def error_reply(
+    q: Query, rcode: int, ede_code: int | None = None, text: str = "", by: str = "error"
+) -> Reply:
+    """A reply with no records: REFUSED, SERVFAIL, FORMERR..., optionally with one EDE."""
+    ede = ((ede_code, text),) if ede_code is not None else ()
+    return Reply(wire.synth_reply(q.flags, q.question, rcode), rcode, by, ede)

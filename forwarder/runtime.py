@@ -1,0 +1,77 @@
+"""Runtime: the live object graph built from one Config (acl, router, groups, stages), and
+RuntimeHolder, the one reference the server swaps atomically on reload.
+
+Stages a config does not use are not built (None): they cost nothing on the query path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from forwarder.config import model
+from forwarder.query import Query, Reply
+from forwarder.stages.acl import Acl
+from forwarder.stages.router import Router
+from forwarder.upstream.group import Group, ServerState
+
+
+class LocalZone(Protocol):
+    def answer(self, q: Query) -> Reply: ...
+
+
+class AnswerPolicy(Protocol):
+    async def apply(self, q: Query, reply: Reply, group: Group, runtime: Runtime) -> Reply: ...
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: model.Config
+    acl: Acl
+    router: Router
+    groups: dict[str, Group]
+    local: dict[int, LocalZone] = field(default_factory=dict)  # by rule index
+    policies: dict[str, AnswerPolicy] = field(default_factory=dict)
+    cache: Any = None  # stages.cache.Cache
+    hooks: Any = None  # hooks.HookChain
+    rate_limiter: Any = None  # stages.ratelimit.RateLimiter
+    querylog: Any = None  # querylog.QueryLog
+
+    def close(self) -> None:
+        """Releases what this runtime owns once no query uses it any more."""
+
+
+# Builders for the optional stages register here: each takes (config, runtime, previous)
+# and sets its part of the runtime, or raises ConfigError. Order is registration order.
+BUILDERS: list[Any] = []
+
+
+def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
+    """Builds the live objects for *cfg*; upstream server state (health, RTT) carries over
+    from *previous* for servers that stay. Raises ConfigError when a part cannot be built."""
+    groups = {}
+    for g in cfg.upstreams:
+        old = previous.groups.get(g.name) if previous else None
+        servers = None
+        if old is not None:
+            by_label = {s.label: s for s in old.servers}
+            servers = [by_label.get(s.label) or ServerState(g.name, s) for s in g.servers]
+        groups[g.name] = Group(g, servers)
+    rt = Runtime(config=cfg, acl=Acl(cfg.acl), router=Router(cfg.rules), groups=groups)
+    for builder in BUILDERS:
+        builder(cfg, rt, previous)
+    return rt
+
+
+class RuntimeHolder:
+    """Holds the current Runtime; `swap` is a single assignment, so a query that already
+    read `current` finishes on the runtime it started with."""
+
+    __slots__ = ("current",)
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.current = runtime
+
+    def swap(self, runtime: Runtime) -> Runtime:
+        old, self.current = self.current, runtime
+        return old

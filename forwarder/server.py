@@ -1,0 +1,194 @@
+"""Process lifecycle: bind the listeners, start them and the background services, reload on
+SIGHUP (the old configuration keeps serving if the new one is invalid), drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from forwarder import config as config_mod
+from forwarder import metrics, runtime
+from forwarder.config.model import Config
+from forwarder.errors import ConfigError
+from forwarder.listeners import tcp, udp
+from forwarder.pipeline import Accounting, Pipeline
+
+log = logging.getLogger("forwarder")
+
+
+class Service(Protocol):
+    """A background part of the server (health checks, HTTP endpoints, query log writer)."""
+
+    async def start(self) -> None: ...
+    async def stop(self) -> None: ...
+
+
+# Factories for background services: each takes the Server and answers a Service or None.
+SERVICES: list[Callable[[Server], Service | None]] = []
+
+
+class Server:
+    """One forwarder process: listeners, the current runtime, and the services around it."""
+
+    def __init__(self, cfg: Config, config_path: str | None = None, reuse_port: bool = False):
+        self.config = cfg
+        self.config_path = config_path
+        self.reuse_port = reuse_port or cfg.workers > 1
+        self.holder = runtime.RuntimeHolder(runtime.build(cfg))
+        self.pipeline = Pipeline(self.holder)
+        self.accounting = Accounting()
+        self.udp: list[udp.UdpListener] = []
+        self.tcp: list[tcp.TcpListener] = []
+        self.services: list[Service] = []
+        self.listening = False
+        self.stopping = False
+        self.on_reload: list[Callable[[bool], Awaitable[None] | None]] = []
+        self._stopped = asyncio.Event()
+        metrics.config_reloads.labels("success")
+        metrics.config_reloads.labels("failure")
+        metrics.config_last_reload_success.set(time.time())
+
+    @property
+    def runtime(self) -> runtime.Runtime:
+        return self.holder.current
+
+    def bind(self) -> None:
+        """Binds every listener socket (before privileges are dropped). Raises OSError."""
+        limits = self.config.limits
+        try:
+            for listener in self.config.listen:
+                port = listener.port
+                if "udp" in listener.protocols:
+                    sock = udp.bind(listener, limits.udp_buffer, self.reuse_port)
+                    port = sock.getsockname()[1]  # port 0: TCP takes the same port
+                    self.udp.append(udp.UdpListener(sock, self.pipeline, self.accounting))
+                if "tcp" in listener.protocols:
+                    bound = type(listener)(listener.address, port, listener.protocols)
+                    sock = tcp.bind(bound, self.reuse_port)
+                    self.tcp.append(tcp.TcpListener(sock, self.pipeline, self.accounting, limits))
+        except OSError:
+            self._close_sockets()
+            raise
+
+    async def start(self) -> None:
+        """Binds (if not yet bound) and starts listening, then the background services."""
+        if not self.udp and not self.tcp:
+            self.bind()
+        for u in self.udp:
+            u.start()
+        for t in self.tcp:
+            await t.start()
+        self.listening = True
+        for factory in SERVICES:
+            service = factory(self)
+            if service is not None:
+                await service.start()
+                self.services.append(service)
+        log.info("serving on %s", ", ".join(self.describe_listeners()))
+
+    def describe_listeners(self) -> list[str]:
+        out = []
+        for proto, listeners in (("udp", self.udp), ("tcp", self.tcp)):
+            for listener in listeners:
+                host, port = listener.address
+                out.append(f"{proto} [{host}]:{port}" if ":" in host else f"{proto} {host}:{port}")
+        return out
+
+    def address(self, proto: str = "udp") -> tuple[str, int]:
+        """The first bound address for *proto* (tests bind port 0)."""
+        return (self.udp if proto == "udp" else self.tcp)[0].address
+
+    async def reload(self) -> bool:
+        """Reloads the configuration file; keeps the old one on any error. Answers success."""
+        if self.config_path is None:
+            log.warning("reload asked, but the server was not started from a file")
+            return False
+        try:
+            cfg = await asyncio.to_thread(config_mod.load, self.config_path)
+            self.apply(cfg)
+        except ConfigError as e:
+            metrics.config_reloads.labels("failure").inc()
+            for problem in e.problems:
+                log.error("reload rejected: %s: %s", e.source, problem)
+            log.error("reload failed; still serving the previous configuration")
+            await self._notify_reload(False)
+            return False
+        await self._notify_reload(True)
+        return True
+
+    def apply(self, cfg: Config) -> None:
+        """Swaps in a new configuration. Raises ConfigError if its runtime cannot be built."""
+        if cfg.start_only() != self.config.start_only():
+            log.warning("listen, metrics, user, workers or pid_file changed: "
+                        "restart required for those; keeping the old values")
+        new = runtime.build(cfg, previous=self.holder.current)
+        old = self.holder.swap(new)
+        self.config = cfg
+        metrics.config_reloads.labels("success").inc()
+        metrics.config_last_reload_success.set(time.time())
+        log.info("configuration reloaded from %s: %d rules, %d groups", cfg.source,
+                 len(cfg.rules), len(cfg.upstreams))
+        old.close()
+
+    async def _notify_reload(self, ok: bool) -> None:
+        for callback in self.on_reload:
+            result = callback(ok)
+            if asyncio.iscoroutine(result):
+                await result
+
+    async def stop(self, deadline: float = 5.0) -> None:
+        """Stops accepting, finishes in-flight queries within *deadline*, closes everything."""
+        if self.stopping:
+            await self._stopped.wait()
+            return
+        self.stopping = True
+        for u in self.udp:
+            u.stop_reading()
+        for t in self.tcp:
+            t.stop_accepting()
+        drains = [u.drain() for u in self.udp] + [t.drain() for t in self.tcp]
+        try:
+            async with asyncio.timeout(deadline):
+                await asyncio.gather(*drains)
+        except TimeoutError:
+            log.warning("shutdown deadline reached with queries still in flight")
+        for service in reversed(self.services):
+            try:
+                await service.stop()
+            except Exception:
+                log.exception("error stopping a service")
+        self._close_sockets()
+        self.listening = False
+        self.holder.current.close()
+        self._stopped.set()
+
+    def _close_sockets(self) -> None:
+        for u in self.udp:
+            u.close()
+        for t in self.tcp:
+            t.close()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    def install_signal_handlers(self, on_signal: Callable[[str], Any] | None = None) -> None:
+        """SIGHUP reloads; SIGTERM and SIGINT drain and stop."""
+        loop = asyncio.get_running_loop()
+
+        def reload() -> None:
+            if on_signal:
+                on_signal("reload")
+            asyncio.ensure_future(self.reload())
+
+        def terminate() -> None:
+            if on_signal:
+                on_signal("stop")
+            asyncio.ensure_future(self.stop())
+
+        loop.add_signal_handler(signal.SIGHUP, reload)
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+        loop.add_signal_handler(signal.SIGINT, terminate)

@@ -1,0 +1,40 @@
+"""Rule selection: the longest matching suffix, then the rule's optional qtype/client matchers."""
+
+from __future__ import annotations
+
+from forwarder.config import model
+from forwarder.names import SuffixTable
+from forwarder.stages.acl import in_networks
+
+
+class Router:
+    """Picks the zone rule for a query.
+
+    Rules with the same suffix are tried in config order; when none of them matches the
+    query type and client, the next shorter suffix is tried (so a `qtypes` rule narrows
+    a zone without hiding the default). No match at all: None (the query is refused).
+    """
+
+    __slots__ = ("_plain", "_table")
+
+    def __init__(self, rules: tuple[model.Rule, ...]) -> None:
+        by_suffix: dict[str, list[model.Rule]] = {}
+        for rule in rules:
+            by_suffix.setdefault(rule.match, []).append(rule)
+        self._table: SuffixTable[tuple[model.Rule, ...]] = SuffixTable(
+            (suffix, tuple(rs)) for suffix, rs in by_suffix.items())
+        # suffixes whose only rule has no matchers: the common case, one probe per label
+        self._plain = all(r.qtypes is None and r.clients is None for r in rules)
+
+    def route(self, qname: bytes, qtype: int, client: str) -> model.Rule | None:
+        if self._plain:
+            found = self._table.lookup(qname)
+            return found[0] if found else None
+        for candidates in self._table.lookup_all(qname):
+            for rule in candidates:
+                if rule.qtypes is not None and qtype not in rule.qtypes:
+                    continue
+                if rule.clients is not None and not in_networks(client, rule.clients):
+                    continue
+                return rule
+        return None

@@ -1,0 +1,1 @@
+"""Upstream resolver groups: server selection, transports, failover and health."""

@@ -1,0 +1,156 @@
+"""An upstream group at run time: try servers in selection order within the per-try timeout
+and the total budget, retry truncated UDP replies over TCP, fail over, and say why it failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from forwarder import metrics, wire
+from forwarder.config import model
+from forwarder.errors import FormError, UpstreamError
+from forwarder.query import Query, Reply
+from forwarder.upstream import selection
+from forwarder.upstream.transports import tcp, udp
+
+log = logging.getLogger("forwarder")
+
+FAILOVER_RCODES = (wire.Rcode.SERVFAIL, wire.Rcode.REFUSED)
+
+
+class ServerState:
+    """One upstream server of a group: its address, health and smoothed RTT."""
+
+    __slots__ = ("consecutive_failures", "group", "healthy", "host", "label", "port", "srtt")
+
+    def __init__(self, group: str, server: model.Server) -> None:
+        self.group = group
+        self.host = server.host
+        self.port = server.port
+        self.label = server.label
+        self.healthy = True
+        self.srtt = 0.0
+        self.consecutive_failures = 0
+
+    def set_healthy(self, healthy: bool) -> None:
+        if healthy != self.healthy:
+            log.warning("upstream %s in group %s is %s", self.label, self.group,
+                        "up" if healthy else "down")
+        self.healthy = healthy
+        metrics.upstream_healthy.labels(self.group, self.label).set(1 if healthy else 0)
+
+
+class Group:
+    """Exchanges queries with the servers of one configured upstream group."""
+
+    def __init__(self, cfg: model.UpstreamGroup, servers: list[ServerState] | None = None):
+        self.cfg = cfg
+        self.name = cfg.name
+        self.servers = servers or [ServerState(cfg.name, s) for s in cfg.servers]
+        self.selection = selection.build(cfg.selection)
+        for s in self.servers:
+            metrics.upstream_healthy.labels(self.name, s.label).set(1 if s.healthy else 0)
+
+    async def exchange(self, q: Query) -> Reply:
+        """Answers the upstream reply to *q* (OPT removed). Raises UpstreamError."""
+        return await self.ask(q.question, q.qname, q.qtype, q.qclass, q.flags, q.do, q)
+
+    async def ask(
+        self, question: bytes, qname: bytes, qtype: int, qclass: int, flags: int = wire.RD,
+        do: bool = False, q: Query | None = None,
+    ) -> Reply:
+        """Asks the group one question. Raises UpstreamError when every try failed."""
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + cfg.budget
+        order = selection.healthy_first(self.selection.order(self.servers))
+        failures: list[str] = []
+        timeouts = 0
+        last_reply: Reply | None = None
+        for attempt in range(cfg.attempts):
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                failures.append("budget spent")
+                break
+            server = order[attempt % len(order)]
+            if q is not None:
+                q.note(f"ask {server.label} in group {self.name} (try {attempt + 1})")
+            try:
+                reply = await self._try(server, question, qname, qtype, qclass, flags, do,
+                                        min(cfg.timeout, remaining))
+            except TimeoutError:
+                timeouts += 1
+                failures.append(f"{server.label} timed out")
+                self._failed(server, "timeout")
+                continue
+            except FormError as e:
+                failures.append(f"{server.label} sent a malformed reply ({e})")
+                self._failed(server, "malformed")
+                continue
+            except OSError as e:
+                failures.append(f"{server.label}: {e.strerror or e.__class__.__name__}")
+                self._failed(server, "network")
+                continue
+            if reply.rcode in FAILOVER_RCODES:
+                kind = "servfail" if reply.rcode == wire.Rcode.SERVFAIL else "refused"
+                metrics.upstream_errors.labels(self.name, server.label, kind).inc()
+                failures.append(f"{server.label} answered {kind.upper()}")
+                last_reply = reply
+                continue
+            server.consecutive_failures = 0
+            return reply
+        if last_reply is not None:
+            return last_reply
+        code = wire.Ede.NO_REACHABLE_AUTHORITY if timeouts == len(failures) else \
+            wire.Ede.NETWORK_ERROR
+        raise UpstreamError(code, f"no upstream in group {self.name} answered: "
+                                  + "; ".join(failures))
+
+    async def _try(
+        self, server: ServerState, question: bytes, qname: bytes, qtype: int, qclass: int,
+        flags: int, do: bool, timeout: float,
+    ) -> Reply:
+        ident = secrets.randbits(16)
+        query = wire.upstream_query(ident, flags, question, do)
+        group, label = self.name, server.label
+
+        def mismatch() -> None:
+            metrics.upstream_errors.labels(group, label, "mismatch").inc()
+
+        started = time.perf_counter()
+        if self.cfg.transport == "tcp":
+            metrics.upstream_queries.labels(group, label, "tcp").inc()
+            data = await self._tcp(server, query, ident, qname, qtype, qclass, timeout, mismatch)
+        else:
+            metrics.upstream_queries.labels(group, label, "udp").inc()
+            data = await udp.exchange(server.host, server.port, query, ident, qname, qtype,
+                                      qclass, timeout, mismatch)
+            if wire.U16.unpack_from(data, 2)[0] & wire.TC:
+                metrics.upstream_errors.labels(group, label, "truncated").inc()
+                ident = secrets.randbits(16)
+                query = wire.upstream_query(ident, flags, question, do)
+                metrics.upstream_queries.labels(group, label, "tcp").inc()
+                data = await self._tcp(server, query, ident, qname, qtype, qclass, timeout,
+                                       mismatch)
+        rtt = time.perf_counter() - started
+        metrics.upstream_duration.labels(group, label).observe(rtt)
+        server.srtt = rtt if server.srtt == 0.0 else 0.7 * server.srtt + 0.3 * rtt
+        parsed = wire.strip_opt(data)
+        return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=label)
+
+    async def _tcp(self, server: ServerState, query: bytes, ident: int, qname: bytes, qtype: int,
+                   qclass: int, timeout: float, mismatch: object) -> bytes:
+        try:
+            return await tcp.exchange(server.host, server.port, query, ident, qname, qtype,
+                                      qclass, timeout, mismatch)  # type: ignore[arg-type]
+        except OSError:
+            metrics.upstream_errors.labels(self.name, server.label, "tcp").inc()
+            raise
+
+    def _failed(self, server: ServerState, kind: str) -> None:
+        metrics.upstream_errors.labels(self.name, server.label, kind).inc()
+        server.consecutive_failures += 1
+        if server.consecutive_failures >= self.cfg.health.max_failures and server.healthy:
+            server.set_healthy(False)

@@ -1,0 +1,1 @@
+"""Transports: one exchange of a query with one upstream server, by protocol."""

@@ -1,0 +1,435 @@
+"""Fast DNS wire helpers: read a query's header, question and EDNS, build upstream queries,
+check upstream replies, strip and add OPT, truncate, and minimal error replies.
+
+Nothing here builds a general message object: the hot paths read and patch bytes.
+Replies inside the forwarder carry no OPT record; `finish` adds the client's OPT
+(with Extended DNS Errors) and truncates for UDP, in one place.
+"""
+
+from __future__ import annotations
+
+import struct
+from enum import IntEnum
+
+from forwarder.errors import DropPacket, FormError
+
+HEADER = struct.Struct("!HHHHHH")
+U16 = struct.Struct("!H")
+RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+
+QR = 0x8000
+AA = 0x0400
+TC = 0x0200
+RD = 0x0100
+RA = 0x0080
+AD = 0x0020
+CD = 0x0010
+OPCODE_MASK = 0x7800
+
+TYPE_OPT = 41
+EDNS_DO = 0x8000
+OPTION_EDE = 15
+
+UPSTREAM_UDP_SIZE = 1232  # DNS flag day 2020: avoids IP fragmentation
+SERVER_UDP_SIZE = 1232  # what the forwarder advertises to its clients
+MIN_UDP_SIZE = 512
+
+
+class Rcode(IntEnum):
+    NOERROR = 0
+    FORMERR = 1
+    SERVFAIL = 2
+    NXDOMAIN = 3
+    NOTIMP = 4
+    REFUSED = 5
+    BADVERS = 16
+
+    @classmethod
+    def from_text(cls, text: str) -> Rcode:
+        return cls[text.upper()]
+
+
+class Ede(IntEnum):
+    """Extended DNS Error info-codes (RFC 8914) the forwarder sends."""
+
+    OTHER = 0
+    STALE_ANSWER = 3
+    FORGED_ANSWER = 4
+    BLOCKED = 15
+    PROHIBITED = 18
+    NOT_READY = 14
+    NO_REACHABLE_AUTHORITY = 22
+    NETWORK_ERROR = 23
+
+
+QTYPES = {
+    "A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
+    "SRV": 33, "NAPTR": 35, "DS": 43, "RRSIG": 46, "NSEC": 47, "DNSKEY": 48, "NSEC3": 50,
+    "SVCB": 64, "HTTPS": 65, "CAA": 257, "ANY": 255, "AXFR": 252, "IXFR": 251,
+}
+QTYPE_NAMES = {v: k for k, v in QTYPES.items()}
+
+
+def qtype_from_text(text: str) -> int:
+    """Answers the numeric type for `A`, `AAAA`, ... or `TYPE123`. Raises ValueError."""
+    t = text.upper()
+    if t in QTYPES:
+        return QTYPES[t]
+    if t.startswith("TYPE") and t[4:].isdigit() and 0 < int(t[4:]) < 65536:
+        return int(t[4:])
+    raise ValueError(f"unknown record type {text!r}")
+
+
+def qtype_to_text(qtype: int) -> str:
+    return QTYPE_NAMES.get(qtype) or f"TYPE{qtype}"
+
+
+# --- names -----------------------------------------------------------------------------
+
+
+def skip_name(data: bytes, off: int) -> int:
+    """Answers the offset just past the (possibly compressed) name at *off*. Raises FormError."""
+    end = len(data)
+    while True:
+        if off >= end:
+            raise FormError("name runs past the end of the message")
+        length = data[off]
+        if length == 0:
+            return off + 1
+        if length & 0xC0 == 0xC0:
+            if off + 2 > end:
+                raise FormError("truncated compression pointer")
+            return off + 2
+        if length & 0xC0:
+            raise FormError("bad label type")
+        off += length + 1
+
+
+def read_qname(data: bytes, off: int) -> int:
+    """Answers the end of the uncompressed question name at *off*, checking label rules."""
+    end = len(data)
+    start = off
+    while True:
+        if off >= end:
+            raise FormError("question name runs past the end of the message")
+        length = data[off]
+        if length == 0:
+            off += 1
+            if off - start > 255:
+                raise FormError("question name longer than 255 octets")
+            return off
+        if length > 63:
+            raise FormError("compressed or bad label in the question")
+        off += length + 1
+
+
+def name_to_text(name: bytes) -> str:
+    """Answers the presentation form (no trailing dot, "." for root) of an uncompressed wire name."""
+    labels = []
+    off = 0
+    while name[off]:
+        n = name[off]
+        labels.append(name[off + 1 : off + 1 + n].decode("ascii", "backslashreplace"))
+        off += n + 1
+    return ".".join(labels) if labels else "."
+
+
+def text_to_name(text: str) -> bytes:
+    """Answers the lower-case wire form of a presentation name. Raises ValueError."""
+    text = text.strip().rstrip(".").lower()
+    if not text:
+        return b"\x00"
+    out = bytearray()
+    for label in text.split("."):
+        raw = label.encode("ascii")
+        if not raw or len(raw) > 63:
+            raise ValueError(f"bad label {label!r} in {text!r}")
+        out.append(len(raw))
+        out += raw
+    out.append(0)
+    if len(out) > 255:
+        raise ValueError(f"name {text!r} is longer than 255 octets")
+    return bytes(out)
+
+
+def read_name_text(data: bytes, off: int) -> tuple[str, int]:
+    """Answers (name, offset after it) following compression pointers, lower-case, no dot."""
+    labels: list[str] = []
+    end_off = -1
+    jumps = 0
+    end = len(data)
+    while True:
+        if off >= end:
+            raise FormError("name runs past the end of the message")
+        length = data[off]
+        if length == 0:
+            if end_off < 0:
+                end_off = off + 1
+            break
+        if length & 0xC0 == 0xC0:
+            if off + 2 > end:
+                raise FormError("truncated compression pointer")
+            if end_off < 0:
+                end_off = off + 2
+            jumps += 1
+            if jumps > 64:
+                raise FormError("compression pointer loop")
+            off = ((length & 0x3F) << 8) | data[off + 1]
+            continue
+        if length & 0xC0:
+            raise FormError("bad label type")
+        labels.append(data[off + 1 : off + 1 + length].decode("ascii", "backslashreplace"))
+        off += length + 1
+    return ".".join(labels).lower(), end_off
+
+
+# --- queries ---------------------------------------------------------------------------
+
+
+class ParsedQuery:
+    """What `parse_query` read from a client's message."""
+
+    __slots__ = (
+        "cd", "do", "edns", "edns_version", "flags", "id", "qclass", "qend", "qname",
+        "qtype", "question", "udp_size",
+    )
+
+    def __init__(self) -> None:
+        self.edns = False
+        self.edns_version = 0
+        self.udp_size = MIN_UDP_SIZE
+        self.do = False
+
+
+def parse_query(data: bytes) -> ParsedQuery:
+    """Reads header, question and EDNS of a client query.
+
+    Raises:
+        DropPacket: fewer than 12 bytes, or a response (QR set): not worth an answer.
+        FormError: header readable but the rest malformed (`kind` says which check failed).
+    """
+    if len(data) < 12:
+        raise DropPacket("short")
+    ident, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    if flags & QR:
+        raise DropPacket("response")
+    if flags & OPCODE_MASK:
+        raise FormError("unsupported opcode", kind="notimp")
+    if qdcount != 1:
+        raise FormError(f"QDCOUNT is {qdcount}, not 1", kind="qdcount")
+    q = ParsedQuery()
+    q.id = ident
+    q.flags = flags
+    q.cd = bool(flags & CD)
+    qend = read_qname(data, 12)
+    if qend + 4 > len(data):
+        raise FormError("question runs past the end of the message")
+    q.qname = data[12:qend].lower()
+    q.qtype, q.qclass = struct.unpack_from("!HH", data, qend)
+    q.qend = qend + 4
+    q.question = data[12 : qend + 4]
+    off = q.qend
+    for _ in range(ancount + nscount):
+        off = _skip_rr(data, off)
+    seen_opt = False
+    for _ in range(arcount):
+        name_off = off
+        off = skip_name(data, off)
+        if off + 10 > len(data):
+            raise FormError("record runs past the end of the message")
+        rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, off)
+        off += 10 + rdlen
+        if off > len(data):
+            raise FormError("record data runs past the end of the message")
+        if rtype == TYPE_OPT:
+            if seen_opt or data[name_off] != 0:
+                raise FormError("more than one OPT record, or OPT not at the root", kind="edns")
+            seen_opt = True
+            q.edns = True
+            q.udp_size = max(rclass, MIN_UDP_SIZE)
+            q.edns_version = (ttl >> 16) & 0xFF
+            q.do = bool(ttl & EDNS_DO)
+    return q
+
+
+def _skip_rr(data: bytes, off: int) -> int:
+    off = skip_name(data, off)
+    if off + 10 > len(data):
+        raise FormError("record runs past the end of the message")
+    off += 10 + U16.unpack_from(data, off + 8)[0]
+    if off > len(data):
+        raise FormError("record data runs past the end of the message")
+    return off
+
+
+def question_of(qname: bytes, qtype: int, qclass: int) -> bytes:
+    return qname + struct.pack("!HH", qtype, qclass)
+
+
+def upstream_query(ident: int, flags: int, question: bytes, do: bool) -> bytes:
+    """Builds the query sent upstream: a fresh ID, the client's RD/CD/AD bits and question,
+    and our own OPT (1232-byte buffer, the client's DO bit, no options)."""
+    head = HEADER.pack(ident, flags & (RD | CD | AD), 1, 0, 0, 1)
+    opt = b"\x00" + struct.pack("!HHIH", TYPE_OPT, UPSTREAM_UDP_SIZE, EDNS_DO if do else 0, 0)
+    return head + question + opt
+
+
+def reply_matches(data: bytes, ident: int, qname: bytes, qtype: int, qclass: int) -> bool:
+    """Answers whether *data* is a response to our query: ID, QR and question (name
+    case-insensitive, type, class) must match. Source address is checked by the socket."""
+    if len(data) < 12 + len(qname) + 4:
+        return False
+    rid, flags, qdcount = struct.unpack_from("!HHH", data)
+    if rid != ident or not flags & QR or qdcount != 1:
+        return False
+    end = 12 + len(qname)
+    if data[12:end].lower() != qname:
+        return False
+    return data[end : end + 4] == struct.pack("!HH", qtype, qclass)
+
+
+class UpstreamReply:
+    """An upstream response with its OPT removed: wire, full rcode, EDE options it carried."""
+
+    __slots__ = ("ede", "rcode", "truncated", "wire")
+
+    def __init__(self, wire: bytes, rcode: int, ede: tuple[tuple[int, str], ...], tc: bool):
+        self.wire = wire
+        self.rcode = rcode
+        self.ede = ede
+        self.truncated = tc
+
+
+def strip_opt(data: bytes) -> UpstreamReply:
+    """Removes the OPT record from a response; folds its extended rcode into the rcode and
+    keeps its Extended DNS Error options. Raises FormError if the message is malformed."""
+    ident, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    rcode = flags & 0xF
+    off = 12
+    for _ in range(qdcount):
+        off = skip_name(data, off) + 4
+    for _ in range(ancount + nscount):
+        off = _skip_rr(data, off)
+    ede: list[tuple[int, str]] = []
+    pieces: list[bytes] = []  # the additional section without the OPT
+    kept = 0
+    start_ar = off
+    last = off
+    found = False
+    for _ in range(arcount):
+        rr_start = off
+        off = skip_name(data, off)
+        if off + 10 > len(data):
+            raise FormError("record runs past the end of the message")
+        rtype, _rclass, ttl, rdlen = RR_FIXED.unpack_from(data, off)
+        rd_start = off + 10
+        off = rd_start + rdlen
+        if off > len(data):
+            raise FormError("record data runs past the end of the message")
+        if rtype == TYPE_OPT:
+            found = True
+            rcode |= ((ttl >> 24) & 0xFF) << 4
+            ede.extend(_read_ede(data, rd_start, off))
+            pieces.append(data[last:rr_start])
+            last = off
+        else:
+            kept += 1
+    if not found:
+        return UpstreamReply(data[:off], rcode, (), bool(flags & TC))
+    pieces.append(data[last:off])
+    head = HEADER.pack(ident, flags, qdcount, ancount, nscount, kept)
+    wire = head + data[12:start_ar] + b"".join(pieces)
+    return UpstreamReply(wire, rcode, tuple(ede), bool(flags & TC))
+
+
+def _read_ede(data: bytes, off: int, end: int) -> list[tuple[int, str]]:
+    out = []
+    while off + 4 <= end:
+        code, length = struct.unpack_from("!HH", data, off)
+        off += 4
+        if code == OPTION_EDE and length >= 2 and off + length <= end:
+            info = U16.unpack_from(data, off)[0]
+            out.append((info, data[off + 2 : off + length].decode("utf-8", "replace")))
+        off += length
+    return out
+
+
+# --- replies to the client ---------------------------------------------------------------
+
+
+def opt_record(rcode: int, do: bool, ede: tuple[tuple[int, str], ...] | None) -> bytes:
+    """Builds our OPT record for a client that sent EDNS."""
+    options = b""
+    if ede:
+        for code, text in ede:
+            raw = text.encode("utf-8")[:400]
+            options += struct.pack("!HHH", OPTION_EDE, len(raw) + 2, code) + raw
+    ttl = ((rcode >> 4) & 0xFF) << 24 | (EDNS_DO if do else 0)
+    return b"\x00" + struct.pack("!HHIH", TYPE_OPT, SERVER_UDP_SIZE, ttl, len(options)) + options
+
+
+def finish(
+    q_id: int,
+    q_flags: int,
+    question: bytes,
+    edns: bool,
+    do: bool,
+    udp_size: int,
+    reply_wire: bytes,
+    rcode: int,
+    ede: tuple[tuple[int, str], ...] | None,
+) -> bytes:
+    """Turns an internal reply (no OPT, any ID) into the bytes sent to the client.
+
+    Patches the client's ID, RD bit and question bytes (the client's letter case), clears AD
+    unless the client asked for it (DO or AD), adds our OPT when the client sent EDNS, and
+    truncates to *udp_size* (0 for TCP: no limit) with TC set and the question kept.
+    """
+    flags = U16.unpack_from(reply_wire, 2)[0]
+    flags = (flags & ~(RD | 0xF)) | (q_flags & RD) | (rcode & 0xF) | QR | RA
+    if not (do or q_flags & AD):
+        flags &= ~AD
+    ar = U16.unpack_from(reply_wire, 10)[0]
+    qlen = len(question)
+    if edns:
+        opt = opt_record(rcode, do, ede)
+        out = (U16.pack(q_id) + U16.pack(flags) + reply_wire[4:10] + U16.pack(ar + 1)
+               + question + reply_wire[12 + qlen :] + opt)
+    else:
+        opt = b""
+        out = U16.pack(q_id) + U16.pack(flags) + reply_wire[4:12] + question + reply_wire[12 + qlen :]
+    if udp_size and len(out) > udp_size:
+        out = (HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question + opt)
+    return out
+
+
+def synth_reply(
+    q_flags: int, question: bytes, rcode: int, aa: bool = False,
+    answers: bytes = b"", ancount: int = 0, authority: bytes = b"", nscount: int = 0,
+) -> bytes:
+    """Builds an internal reply (no OPT) to a question: an error or a synthesised answer."""
+    flags = QR | RA | (q_flags & (RD | CD)) | (AA if aa else 0) | (rcode & 0xF)
+    return HEADER.pack(0, flags, 1, ancount, nscount, 0) + question + answers + authority
+
+
+def header_only_reply(data: bytes, rcode: int) -> bytes:
+    """FORMERR/NOTIMP for a message whose question could not be read: header only."""
+    ident, flags = struct.unpack_from("!HH", data)
+    flags = QR | (flags & (OPCODE_MASK | RD)) | rcode
+    return HEADER.pack(ident, flags, 0, 0, 0, 0)
+
+
+def min_ttl(data: bytes) -> int | None:
+    """Answers the smallest TTL of the answer and authority records (None if there are none)."""
+    _i, _f, qdcount, ancount, nscount, _ar = HEADER.unpack_from(data)
+    off = 12
+    for _ in range(qdcount):
+        off = skip_name(data, off) + 4
+    low: int | None = None
+    for _ in range(ancount + nscount):
+        off = skip_name(data, off)
+        ttl, rdlen = struct.unpack_from("!IH", data, off + 4)
+        if low is None or ttl < low:
+            low = ttl
+        off += 10 + rdlen
+    return low

@@ -1,0 +1,92 @@
+"""Shared fixtures: fake upstreams, a running forwarder on loopback, and an `ask` client."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import dns.asyncquery
+import dns.message
+import dns.rdatatype
+import pytest
+import yaml
+
+from forwarder import config as config_mod
+from forwarder.server import Server
+from tests.fakes import FakeUpstream
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def upstream2() -> AsyncIterator[FakeUpstream]:
+    async with FakeUpstream() as fake:
+        yield fake
+
+
+def forwarder_config(
+    upstreams: dict[str, list[str]] | None = None, zones: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A config dict for tests: listen on 127.0.0.1:0, groups of fake upstreams, fast timeouts."""
+    groups = {
+        name: {"servers": servers, "timeout": 0.3, "attempts": 2,
+               "health_check": {"enabled": False}}
+        for name, servers in (upstreams or {}).items()
+    }
+    cfg: dict[str, Any] = {
+        "listen": [{"address": "127.0.0.1", "port": 0}],
+        "upstreams": groups,
+        "zones": zones or [{"match": ".", "upstream": next(iter(groups))}],
+        "metrics": {"enabled": False},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = value
+    return cfg
+
+
+@contextlib.asynccontextmanager
+async def running(cfg: dict[str, Any], path: str | None = None) -> AsyncIterator[Server]:
+    """Starts a forwarder in-process for *cfg* and stops it afterwards."""
+    server = Server(config_mod.from_data(cfg, path or "<test>"), config_path=path)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop(deadline=2.0)
+
+
+@pytest.fixture
+def start_forwarder() -> Callable[..., contextlib.AbstractAsyncContextManager[Server]]:
+    return running
+
+
+Ask = Callable[..., Awaitable[dns.message.Message]]
+
+
+async def query(server: Server, transport: str, qname: str, qtype: str = "A",
+                timeout: float = 3.0, **make: Any) -> dns.message.Message:
+    """Sends one query to *server* with dnspython over *transport*; answers the response."""
+    q = dns.message.make_query(qname, dns.rdatatype.from_text(qtype), **make)
+    host, port = server.address(transport)
+    if transport == "udp":
+        return await dns.asyncquery.udp(q, host, port=port, timeout=timeout,
+                                        ignore_trailing=True)
+    return await dns.asyncquery.tcp(q, host, port=port, timeout=timeout)
+
+
+@pytest.fixture(params=["udp", "tcp"])
+def transport(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def dump(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg)
