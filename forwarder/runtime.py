@@ -41,9 +41,13 @@ class Runtime:
         """Releases what this runtime owns once no query uses it any more."""
 
 
-# Builders for the optional stages register here: each takes (config, runtime, previous)
-# and sets its part of the runtime, or raises ConfigError. Order is registration order.
-BUILDERS: list[Any] = []
+def _builders() -> tuple[Any, ...]:
+    """The optional parts, in build order: each takes (config, runtime, previous), sets its
+    attribute of the runtime (or leaves it None), and raises ConfigError when it cannot."""
+    from forwarder import hooks, querylog
+    from forwarder.stages import cache, local, policy, ratelimit
+
+    return (local.build, policy.build, cache.build, ratelimit.build, hooks.build, querylog.build)
 
 
 def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
@@ -58,7 +62,7 @@ def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
             servers = [by_label.get(s.label) or ServerState(g.name, s) for s in g.servers]
         groups[g.name] = Group(g, servers)
     rt = Runtime(config=cfg, acl=Acl(cfg.acl), router=Router(cfg.rules), groups=groups)
-    for builder in BUILDERS:
+    for builder in _builders():
         builder(cfg, rt, previous)
     return rt
 

@@ -27,8 +27,12 @@ class Service(Protocol):
     async def stop(self) -> None: ...
 
 
-# Factories for background services: each takes the Server and answers a Service or None.
-SERVICES: list[Callable[[Server], Service | None]] = []
+def _service_factories() -> tuple[Callable[[Server], Service | None], ...]:
+    """Background services in start order; each answers a Service, or None when unused."""
+    from forwarder.listeners import http
+    from forwarder.upstream import health
+
+    return (health.service, http.service)
 
 
 class Server:
@@ -83,7 +87,7 @@ class Server:
         for t in self.tcp:
             await t.start()
         self.listening = True
-        for factory in SERVICES:
+        for factory in _service_factories():
             service = factory(self)
             if service is not None:
                 await service.start()

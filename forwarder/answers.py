@@ -1,0 +1,623 @@
+"""Find, judge and strip the addresses in an upstream answer, straight from the wire.
+
+This module owns the data side of the answer policy (DESIGN.md "Answer policy"):
+
+- `scan_response` walks a response's wire format once (struct and bytes, following
+  compression pointers with a loop guard and bounds checks, no DNS library) and
+  returns the question, the CNAME chain and every address: A, AAAA and the
+  ipv4hint/ipv6hint SvcParams of HTTPS/SVCB records in the answer section, and
+  A/AAAA in the additional section.
+- `SuffixSet` / `is_under` answer "is this name under a protected suffix?" label-wise.
+- `judge` applies a protected-suffix set and an allowed `NetworkSet` to a scan.
+- `strip_records` removes whole records from the wire and fixes the counts.
+
+What to *do* about a verdict (rewrite, refuse, strip, ...) is the policy stage's job.
+dnslib is used only in `strip_records`' fallback, when a compression pointer would
+otherwise be left pointing into a removed record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from forwarder import netsets
+
+TYPE_A = 1
+TYPE_CNAME = 5
+TYPE_AAAA = 28
+TYPE_SVCB = 64
+TYPE_HTTPS = 65
+CLASS_IN = 1
+SECTION_ANSWER = 1
+SECTION_AUTHORITY = 2
+SECTION_ADDITIONAL = 3
+
+SVC_KEY_IPV4HINT = 4
+SVC_KEY_IPV6HINT = 6
+
+MAX_CHAIN_HOPS = 16  # CNAMEs followed from the query name; matches common resolver limits
+_MAX_POINTER_HOPS = 127  # a 255-byte name has at most 127 labels, so more hops is abuse
+
+_HEADER = struct.Struct("!6H")
+_RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
+_U16 = struct.Struct("!H")
+_unpack_header = _HEADER.unpack_from
+_unpack_rr = _RR_FIXED.unpack_from
+_unpack_u16 = _U16.unpack_from
+
+# Printable bytes dnspython leaves unescaped in names, plus "." (the label separator
+# after joining; a "." inside a label is caught by counting separators).
+_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in b'"();\\@$')
+_SPECIAL = frozenset(b'"().;\\@$')
+
+
+class ScanError(ValueError):
+    """The response is not well-formed DNS wire format (truncated, bad pointer, ...)."""
+
+
+class Address(NamedTuple):
+    """One address found in a response, and where its resource record sits in the wire.
+
+    ``offset``/``length`` cover the whole resource record (owner name to end of
+    RDATA), so ``wire[:offset] + wire[offset + length:]`` drops it. An HTTPS/SVCB
+    record yields one Address per hint, all with the same range.
+    """
+
+    owner: str  # lower-case, no trailing dot
+    rtype: int  # 1 (A), 28 (AAAA), 64 (SVCB) or 65 (HTTPS)
+    packed: bytes  # 4 or 16 bytes
+    section: int  # 1 answer, 3 additional
+    offset: int
+    length: int
+
+    @property
+    def text(self) -> str:
+        """The address in printable form (``52.219.1.1``, ``2600::1``)."""
+        return str(ipaddress.ip_address(self.packed))
+
+
+class AnswerScan(NamedTuple):
+    """What `scan_response` found in one response."""
+
+    qname: str  # lower-case, no trailing dot, "" for the root (and when there is no question)
+    qtype: int  # 0 when there is no question
+    rcode: int  # header RCODE (4 bits; the EDNS extension is not applied)
+    chain: tuple[str, ...]  # qname, then each CNAME target followed from the answer section
+    addresses: tuple[Address, ...]  # answer section: A, AAAA, HTTPS/SVCB hints
+    additional_addresses: tuple[Address, ...]  # additional section: A, AAAA
+
+
+class Judgement(NamedTuple):
+    """The policy verdict on one scan.
+
+    ``protected_name`` is None when no name is protected: nothing was judged and the
+    answer passes. Otherwise ``violations`` lists the answer-section addresses
+    outside the allowed networks and ``additional_violations`` those of the
+    additional section. ``ok`` looks at the answer section only: for a protected name
+    the policy drops every additional-section address anyway
+    (``scan.additional_addresses``), allowed or not.
+    """
+
+    protected_name: str | None
+    violations: tuple[Address, ...] = ()
+    additional_violations: tuple[Address, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when no answer-section address violates the policy."""
+        return not self.violations
+
+
+_NOT_JUDGED = Judgement(None)
+
+
+# -- names -------------------------------------------------------------------------------
+
+
+def _escape_labels(parts: list[bytes]) -> str:
+    """Return the text of labels that need escaping, as dnspython writes them."""
+    out = []
+    for label in parts:
+        chars = []
+        for c in label.lower():
+            if c in _SPECIAL:
+                chars.append("\\" + chr(c))
+            elif 0x20 < c < 0x7F:
+                chars.append(chr(c))
+            else:
+                chars.append(f"\\{c:03d}")
+        out.append("".join(chars))
+    return ".".join(out)
+
+
+def _read_name(
+    wire: bytes, off: int, memo: dict[int, tuple[str, int, int]], depth: int = 0
+) -> tuple[str, int, int]:
+    """Return (text, end, wire_length) of the name at *off*; *end* is where it stops in place.
+
+    Results are memoised by offset: a name starting at an offset always reads the
+    same, and most owner names are pointers to the question name.
+
+    Raises:
+        ScanError: a pointer that does not point strictly before the name it is in
+            (which rules out loops), too many pointer hops, an extended label type
+            or a name longer than 255 bytes.
+        IndexError: the name runs past the end of the message.
+    """
+    hit = memo.get(off)
+    if hit is not None:
+        return hit
+    start = off
+    parts: list[bytes] = []
+    while True:
+        length = wire[off]
+        if length == 0:
+            end = off + 1
+            suffix = ""
+            suffix_len = 1
+            break
+        if length >= 0xC0:
+            target = ((length & 0x3F) << 8) | wire[off + 1]
+            end = off + 2
+            if target >= start:
+                raise ScanError(f"compression pointer at offset {off} does not point backwards")
+            if depth >= _MAX_POINTER_HOPS:
+                raise ScanError(f"too many compression pointers in name at offset {start}")
+            suffix, _, suffix_len = _read_name(wire, target, memo, depth + 1)
+            break
+        if length > 63:
+            raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
+        parts.append(wire[off + 1 : off + 1 + length])
+        off += length + 1
+    if parts:
+        raw = b".".join(parts)
+        wire_len = len(raw) + 1 + suffix_len
+        if wire_len > 255:
+            raise ScanError(f"name at offset {start} is longer than 255 bytes")
+        if raw.translate(None, _PLAIN) or raw.count(b".") != len(parts) - 1:
+            text = _escape_labels(parts)
+        else:
+            text = raw.lower().decode("ascii")
+        if suffix:
+            text = text + "." + suffix
+        result = (text, end, wire_len)
+    else:
+        result = (suffix, end, suffix_len)
+    memo[start] = result
+    return result
+
+
+def _skip_name(wire: bytes, off: int) -> int:
+    """Return the offset just past the name at *off*, without following pointers.
+
+    Raises:
+        ScanError: an extended label type.
+        IndexError: the name runs past the end of the message.
+    """
+    while True:
+        length = wire[off]
+        if length == 0:
+            return off + 1
+        if length >= 0xC0:
+            wire[off + 1]
+            return off + 2
+        if length > 63:
+            raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
+        off += length + 1
+
+
+# -- scanning -------------------------------------------------------------------------------
+
+
+def _svc_hints(
+    wire: bytes, pos: int, rd_end: int, owner: str, rtype: int, rr_start: int, memo: dict
+) -> list[Address]:
+    """Return the ipv4hint/ipv6hint addresses in the HTTPS/SVCB RDATA at *pos*.
+
+    Raises:
+        ScanError: the RDATA is malformed.
+    """
+    if pos + 2 > rd_end:
+        raise ScanError(f"short SVCB/HTTPS rdata at offset {pos}")
+    _, pos, _ = _read_name(wire, pos + 2, memo)  # skip SvcPriority, read TargetName
+    found: list[Address] = []
+    rr_len = rd_end - rr_start
+    while pos < rd_end:
+        if pos + 4 > rd_end:
+            raise ScanError(f"truncated SvcParam at offset {pos}")
+        key = _unpack_u16(wire, pos)[0]
+        vlen = _unpack_u16(wire, pos + 2)[0]
+        pos += 4
+        vend = pos + vlen
+        if vend > rd_end:
+            raise ScanError(f"SvcParam at offset {pos - 4} runs past its record")
+        if key in (SVC_KEY_IPV4HINT, SVC_KEY_IPV6HINT):
+            size = 4 if key == SVC_KEY_IPV4HINT else 16
+            if vlen == 0 or vlen % size:
+                raise ScanError(f"bad {'ipv4hint' if size == 4 else 'ipv6hint'} length {vlen}")
+            for a in range(pos, vend, size):
+                found.append(
+                    Address(owner, rtype, wire[a : a + size], SECTION_ANSWER, rr_start, rr_len)
+                )
+        pos = vend
+    if pos != rd_end:  # only the TargetName can overrun: the loop stops at vend <= rd_end
+        raise ScanError(f"SVCB/HTTPS TargetName runs past its record at offset {rr_start}")
+    return found
+
+
+def scan_response(wire: bytes) -> AnswerScan:
+    """Return the question, CNAME chain and addresses of the DNS response *wire*.
+
+    Only class IN records are considered. The chain starts at the query name and
+    follows CNAME records of the answer section (at most 16 hops; a loop stops it).
+
+    Raises:
+        ScanError: *wire* is malformed: short header, truncated record, bad
+            compression pointer, malformed A/AAAA/CNAME/HTTPS/SVCB RDATA.
+    """
+    try:
+        return _scan(wire)
+    except (IndexError, struct.error):
+        raise ScanError("truncated message") from None
+
+
+def _scan(wire: bytes) -> AnswerScan:
+    _id, flags, qdcount, ancount, nscount, arcount = _unpack_header(wire, 0)
+    memo: dict[int, tuple[str, int, int]] = {}
+    n = len(wire)
+    pos = 12
+    qname = ""
+    qtype = 0
+    for i in range(qdcount):
+        if i == 0:
+            qname, pos, _ = _read_name(wire, pos, memo)
+            qtype = _unpack_u16(wire, pos)[0]
+        else:
+            pos = _skip_name(wire, pos)
+        pos += 4
+    if pos > n:
+        raise IndexError
+    addresses: list[Address] = []
+    cnames: dict[str, str] = {}
+    for _ in range(ancount):
+        rr_start = pos
+        hit = memo.get(pos)
+        pos = hit[1] if hit is not None else _skip_name(wire, pos)
+        rtype, rclass, _ttl, rdlen = _unpack_rr(wire, pos)
+        rd = pos + 10
+        pos = rd + rdlen
+        if pos > n:
+            raise ScanError(f"record at offset {rr_start} runs past the end of the message")
+        if rclass != CLASS_IN:
+            continue
+        if rtype in (TYPE_A, TYPE_AAAA):
+            size = 4 if rtype == TYPE_A else 16
+            if rdlen != size:
+                raise ScanError(f"bad rdlength {rdlen} for type {rtype} at offset {rr_start}")
+            owner = _read_name(wire, rr_start, memo)[0]
+            addresses.append(
+                Address(owner, rtype, wire[rd:pos], SECTION_ANSWER, rr_start, pos - rr_start)
+            )
+        elif rtype == TYPE_CNAME:
+            owner = _read_name(wire, rr_start, memo)[0]
+            target, t_end, _ = _read_name(wire, rd, memo)
+            if t_end != pos:
+                raise ScanError(f"CNAME rdata does not match rdlength at offset {rr_start}")
+            cnames.setdefault(owner, target)
+        elif rtype in (TYPE_HTTPS, TYPE_SVCB):
+            owner = _read_name(wire, rr_start, memo)[0]
+            addresses.extend(_svc_hints(wire, rd, pos, owner, rtype, rr_start, memo))
+    for _ in range(nscount):
+        pos = _skip_name(wire, pos)
+        pos += 10 + _unpack_rr(wire, pos)[3]
+    if pos > n:
+        raise IndexError
+    additional: list[Address] = []
+    for _ in range(arcount):
+        rr_start = pos
+        pos = _skip_name(wire, pos)
+        rtype, rclass, _ttl, rdlen = _unpack_rr(wire, pos)
+        rd = pos + 10
+        pos = rd + rdlen
+        if pos > n:
+            raise ScanError(f"record at offset {rr_start} runs past the end of the message")
+        if (rtype in (TYPE_A, TYPE_AAAA)) and rclass == CLASS_IN:
+            if rdlen != (4 if rtype == TYPE_A else 16):
+                raise ScanError(f"bad rdlength {rdlen} for type {rtype} at offset {rr_start}")
+            owner = _read_name(wire, rr_start, memo)[0]
+            additional.append(
+                Address(owner, rtype, wire[rd:pos], SECTION_ADDITIONAL, rr_start, pos - rr_start)
+            )
+    if qdcount == 0:
+        chain: tuple[str, ...] = ()
+    elif not cnames:
+        chain = (qname,)
+    else:
+        names = [qname]
+        seen = {qname}
+        name = qname
+        for _ in range(MAX_CHAIN_HOPS):
+            name = cnames.get(name)  # type: ignore[assignment]
+            if name is None or name in seen:
+                break
+            names.append(name)
+            seen.add(name)
+        chain = tuple(names)
+    return AnswerScan(qname, qtype, flags & 0xF, chain, tuple(addresses), tuple(additional))
+
+
+# -- suffixes and judgement ------------------------------------------------------------------
+
+
+def _normalise(name: str) -> str:
+    name = name.strip().lower()
+    return "" if name == "." else name.rstrip(".")
+
+
+class SuffixSet:
+    """A frozen set of domain suffixes, matched label-wise and case-insensitively.
+
+    ``amazonaws.com`` covers ``amazonaws.com`` and ``s3.amazonaws.com`` but not
+    ``notamazonaws.com``. The root (``.`` or ``""``) covers every name.
+    """
+
+    __slots__ = ("_root", "_set", "_tails")
+
+    def __init__(self, suffixes: Iterable[str]) -> None:
+        if isinstance(suffixes, str):
+            raise TypeError("SuffixSet takes an iterable of suffixes, not one string")
+        found = frozenset(_normalise(s) for s in suffixes)
+        setter = object.__setattr__
+        setter(self, "_set", found)
+        setter(self, "_root", "" in found)
+        # str.endswith with a tuple is a C-speed reject for names under none of them.
+        setter(self, "_tails", tuple(s for s in found if s))
+
+    def matches(self, name: str) -> str | None:
+        """Return the longest suffix in the set that *name* is under, or None.
+
+        The root matches as ``""``: test the result with ``is not None``.
+        """
+        name = name.lower()
+        if name.endswith("."):
+            name = name.rstrip(".")
+        if name.endswith(self._tails):
+            suffixes = self._set
+            while True:
+                if name in suffixes:
+                    return name
+                dot = name.find(".")
+                if dot < 0:
+                    break
+                name = name[dot + 1 :]
+        return "" if self._root else None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.matches(name) is not None
+
+    @property
+    def suffixes(self) -> frozenset[str]:
+        """The normalised suffixes (lower-case, no trailing dot; root is "")."""
+        return self._set
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._set))
+
+    def __len__(self) -> int:
+        return len(self._set)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, SuffixSet):
+            return NotImplemented
+        return self._set == other._set
+
+    def __hash__(self) -> int:
+        return hash(self._set)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"SuffixSet is immutable; cannot set {name!r}")
+
+    def __str__(self) -> str:
+        return ", ".join(s or "." for s in sorted(self._set))
+
+    def __repr__(self) -> str:
+        return f"SuffixSet({sorted(self._set)!r})"
+
+
+DEFAULT_PROTECTED: SuffixSet = SuffixSet(netsets.DEFAULT_PROTECTED_SUFFIXES)
+
+
+def is_under(name: str, suffixes: SuffixSet | Iterable[str]) -> bool:
+    """Answer whether *name* equals or lies under one of *suffixes*, label-wise."""
+    if not isinstance(suffixes, SuffixSet):
+        suffixes = SuffixSet([suffixes] if isinstance(suffixes, str) else suffixes)
+    return suffixes.matches(name) is not None
+
+
+def judge(scan: AnswerScan, protected: SuffixSet, allowed: netsets.NetworkSet) -> Judgement:
+    """Judge the addresses of *scan* for names under *protected* suffixes.
+
+    The answer is judged when any name of the CNAME chain is protected (out of a
+    protected suffix and back in counts) or, failing that, when the owner of any
+    answer-section address is (an address for a protected name the chain does not
+    reach, e.g. past the hop limit). Then every answer-section address outside
+    *allowed* is a violation, whatever its owner. Otherwise nothing is judged.
+    """
+    match = protected.matches
+    name: str | None = None
+    for candidate in scan.chain:
+        if match(candidate) is not None:
+            name = candidate
+            break
+    else:
+        for a in scan.addresses:
+            if match(a.owner) is not None:
+                name = a.owner
+                break
+        else:
+            return _NOT_JUDGED
+    inside = allowed.contains_packed
+    return Judgement(
+        name,
+        tuple(a for a in scan.addresses if not inside(a.packed)),
+        tuple(a for a in scan.additional_addresses if not inside(a.packed)),
+    )
+
+
+# -- stripping ---------------------------------------------------------------------------------
+
+# RDATA layouts whose domain names may be compressed (RFC 1035 types, and those RFC 3597
+# section 4 says receivers must decompress). Each entry: the steps to walk the RDATA,
+# "n" a name, an int a fixed-size field, "s" a character-string.
+_NAME_LAYOUTS: dict[int, tuple[int | str, ...]] = {
+    2: ("n",), 3: ("n",), 4: ("n",), 5: ("n",), 7: ("n",), 8: ("n",), 9: ("n",),
+    12: ("n",), 39: ("n",),  # NS MD MF CNAME MB MG MR PTR DNAME
+    6: ("n", "n"), 14: ("n", "n"), 17: ("n", "n"),  # SOA (rest fixed) MINFO RP
+    15: (2, "n"), 18: (2, "n"), 21: (2, "n"), 36: (2, "n"),  # MX AFSDB RT KX
+    26: (2, "n", "n"), 33: (6, "n"), 35: (4, "s", "s", "s", "n"),  # PX SRV NAPTR
+    30: ("n",), 47: ("n",), 24: (18, "n"), 46: (18, "n"),  # NXT NSEC SIG RRSIG
+    64: (2, "n"), 65: (2, "n"),  # SVCB HTTPS TargetName
+}
+
+
+@dataclass(slots=True)
+class _Record:
+    offset: int
+    end: int
+    section: int
+    index: int
+
+
+def _pointers_in_name(wire: bytes, off: int, out: list[int]) -> int:
+    """Walk the name at *off*, append the position of its pointer (if any); return its end."""
+    while True:
+        length = wire[off]
+        if length == 0:
+            return off + 1
+        if length >= 0xC0:
+            wire[off + 1]
+            out.append(off)
+            return off + 2
+        if length > 63:
+            raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
+        off += length + 1
+
+
+def _layout(wire: bytes) -> tuple[list[_Record], list[int], list[list[int]]]:
+    """Return every record, the question's pointer positions and each record's pointers."""
+    _id, _flags, qdcount, ancount, nscount, arcount = _unpack_header(wire, 0)
+    n = len(wire)
+    pos = 12
+    q_pointers: list[int] = []
+    for _ in range(qdcount):
+        pos = _pointers_in_name(wire, pos, q_pointers) + 4
+    records: list[_Record] = []
+    pointers: list[list[int]] = []
+    for section, count in (
+        (SECTION_ANSWER, ancount), (SECTION_AUTHORITY, nscount), (SECTION_ADDITIONAL, arcount)
+    ):
+        for index in range(count):
+            start = pos
+            ptrs: list[int] = []
+            pos = _pointers_in_name(wire, pos, ptrs)
+            rtype, _rclass, _ttl, rdlen = _unpack_rr(wire, pos)
+            rd = pos + 10
+            pos = rd + rdlen
+            if pos > n:
+                raise ScanError(f"record at offset {start} runs past the end of the message")
+            for step in _NAME_LAYOUTS.get(rtype, ()):
+                if rd >= pos:
+                    break
+                if step == "n":
+                    rd = _pointers_in_name(wire, rd, ptrs)
+                elif step == "s":
+                    rd += 1 + wire[rd]
+                else:
+                    rd += step  # type: ignore[operator]
+            records.append(_Record(start, pos, section, index))
+            pointers.append(ptrs)
+    if pos > n:
+        raise IndexError
+    return records, q_pointers, pointers
+
+
+def strip_records(wire: bytes, addresses: Iterable[Address]) -> bytes:
+    """Return *wire* without the resource records holding *addresses*, counts fixed.
+
+    Whole records go: an HTTPS/SVCB record with one bad hint is dropped entirely
+    (hints are only hints; the client falls back to A/AAAA queries). Several
+    addresses of one record are fine. Compression pointers that point past a
+    removed record are moved down. If a remaining pointer points *into* a removed
+    record, the message is rebuilt with dnslib instead (rare: compressors point at
+    the first occurrence of a name, normally the question).
+
+    Raises:
+        ScanError: *wire* is malformed, or an address does not match a record of
+            *wire* (it came from another message).
+    """
+    try:
+        records, q_pointers, pointers = _layout(wire)
+    except (IndexError, struct.error):
+        raise ScanError("truncated message") from None
+    by_offset = {r.offset: i for i, r in enumerate(records)}
+    drop: set[int] = set()
+    for a in addresses:
+        i = by_offset.get(a.offset)
+        if i is None or records[i].end - a.offset != a.length or records[i].section != a.section:
+            raise ScanError(f"no record at offset {a.offset} length {a.length} in this message")
+        drop.add(i)
+    if not drop:
+        return wire
+    removed = sorted((records[i].offset, records[i].end) for i in drop)
+
+    def moved(target: int) -> int | None:
+        """Return where *target* lands after removal, or None if it was removed."""
+        shift = 0
+        for start, end in removed:
+            if target < start:
+                break
+            if target < end:
+                return None
+            shift += end - start
+        return target - shift
+
+    out = bytearray(wire)
+    kept_pointers = q_pointers + [p for i, ps in enumerate(pointers) if i not in drop for p in ps]
+    for p in kept_pointers:
+        target = ((wire[p] & 0x3F) << 8) | wire[p + 1]
+        new = moved(target)
+        if new is None:
+            return _rebuild(wire, [records[i] for i in drop])
+        if new != target:
+            out[p] = 0xC0 | (new >> 8)
+            out[p + 1] = new & 0xFF
+    counts = list(_unpack_header(wire, 0))
+    for i in drop:
+        counts[2 + records[i].section] -= 1
+    _HEADER.pack_into(out, 0, *counts)
+    pieces = []
+    last = 0
+    for start, end in removed:
+        pieces.append(out[last:start])
+        last = end
+    pieces.append(out[last:])
+    return b"".join(pieces)
+
+
+def _rebuild(wire: bytes, drop: list[_Record]) -> bytes:
+    """Rebuild *wire* with dnslib without the *drop* records (the slow, safe path)."""
+    import dnslib  # deferred: only this rare path needs it
+
+    try:
+        msg = dnslib.DNSRecord.parse(wire)
+    except Exception as e:  # dnslib raises several types on bad input
+        raise ScanError(f"cannot rebuild message: {e}") from None
+    gone = {(r.section, r.index) for r in drop}
+    msg.rr = [rr for i, rr in enumerate(msg.rr) if (SECTION_ANSWER, i) not in gone]
+    msg.auth = [rr for i, rr in enumerate(msg.auth) if (SECTION_AUTHORITY, i) not in gone]
+    msg.ar = [rr for i, rr in enumerate(msg.ar) if (SECTION_ADDITIONAL, i) not in gone]
+    return bytes(msg.pack())
