@@ -48,10 +48,13 @@ class Server:
         self.udp: list[udp.UdpListener] = []
         self.tcp: list[tcp.TcpListener] = []
         self.services: list[Service] = []
+        self.health: Any = None  # upstream.health.HealthService, once started
+        self.http_address: tuple[str, int] | None = None  # /metrics, /healthz, /readyz
         self.listening = False
         self.stopping = False
         self.on_reload: list[Callable[[bool], Awaitable[None] | None]] = []
         self._stopped = asyncio.Event()
+        self._signal_tasks: set[asyncio.Future[Any]] = set()
         metrics.config_reloads.labels("success")
         metrics.config_reloads.labels("failure")
         metrics.config_last_reload_success.set(time.time())
@@ -179,6 +182,10 @@ class Server:
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
 
+    def _keep(self, task: asyncio.Future[Any]) -> None:
+        self._signal_tasks.add(task)
+        task.add_done_callback(self._signal_tasks.discard)
+
     def install_signal_handlers(self, on_signal: Callable[[str], Any] | None = None) -> None:
         """SIGHUP reloads; SIGTERM and SIGINT drain and stop."""
         loop = asyncio.get_running_loop()
@@ -186,12 +193,12 @@ class Server:
         def reload() -> None:
             if on_signal:
                 on_signal("reload")
-            asyncio.ensure_future(self.reload())
+            self._keep(asyncio.ensure_future(self.reload()))
 
         def terminate() -> None:
             if on_signal:
                 on_signal("stop")
-            asyncio.ensure_future(self.stop())
+            self._keep(asyncio.ensure_future(self.stop()))
 
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGTERM, terminate)

@@ -124,7 +124,7 @@ def read_qname(data: bytes, off: int) -> int:
 
 
 def name_to_text(name: bytes) -> str:
-    """Answers the presentation form (no trailing dot, "." for root) of an uncompressed wire name."""
+    """Answers the presentation form (no trailing dot; "." for root) of a wire name."""
     labels = []
     off = 0
     while name[off]:
@@ -397,7 +397,8 @@ def finish(
                + question + reply_wire[12 + qlen :] + opt)
     else:
         opt = b""
-        out = U16.pack(q_id) + U16.pack(flags) + reply_wire[4:12] + question + reply_wire[12 + qlen :]
+        out = (U16.pack(q_id) + U16.pack(flags) + reply_wire[4:12] + question
+               + reply_wire[12 + qlen :])
     if udp_size and len(out) > udp_size:
         out = (HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question + opt)
     return out

@@ -22,7 +22,8 @@ def load(path: str) -> Config:
         with open(path, encoding="utf-8") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError(path, [ConfigProblem("", f"cannot read the file: {e.strerror}")]) from None
+        problem = ConfigProblem("", f"cannot read the file: {e.strerror}")
+        raise ConfigError(path, [problem]) from None
     return load_text(text, path)
 
 

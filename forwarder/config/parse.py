@@ -101,8 +101,9 @@ class Reader:
 
 
 def _kind(v: Any) -> str:
-    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-            int: "a number", float: "a number", type(None): "nothing"}.get(type(v), type(v).__name__)
+    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "nothing"}
+    return kinds.get(type(v), type(v).__name__)
 
 
 def _bounded(v: T, lo: Any, hi: Any) -> T:
@@ -158,8 +159,9 @@ def parse_network(v: Any) -> model.Network:
         raise ValueError(f"{v!r} is not an IP network (such as 10.0.0.0/8 or fc00::/7)") from None
 
 
-def parse_server(v: Any) -> model.Server:
-    """Answers a Server for `ip`, `ip:port` or `[v6]:port`. Raises ValueError."""
+def parse_server(v: Any, any_port: bool = False) -> model.Server:
+    """Answers a Server for `ip`, `ip:port` or `[v6]:port`; *any_port* admits port 0 (a
+    listening address where the system picks the port). Raises ValueError."""
     text = _str(v).strip()
     host, port = text, 53
     if text.startswith("["):
@@ -180,7 +182,7 @@ def parse_server(v: Any) -> model.Server:
         ipaddress.ip_address(host)
     except ValueError:
         raise ValueError(f"{text!r} is not an IP address (ip, ip:port or [v6]:port)") from None
-    if not 0 < port < 65536:
+    if not (0 if any_port else 1) <= port < 65536:
         raise ValueError(f"{text!r}: port {port} is out of range")
     return model.Server(host, port)
 
@@ -420,7 +422,8 @@ def _rules(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Rule, ...]
             action = model.RuleAction.FORWARD
         else:
             action = None
-            r.fail("", "a rule needs `upstream: GROUP`, `action: refuse`, or `records`/`hosts_file`")
+            r.fail("", "a rule needs `upstream: GROUP`, `action: refuse`, "
+                       "or `records`/`hosts_file`")
         if action is model.RuleAction.FORWARD and not upstream:
             r.fail("upstream", "required when action is forward")
         if action is model.RuleAction.LOCAL and not (records or hosts_file):
@@ -455,7 +458,8 @@ def _rules(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Rule, ...]
             ttl=r.integer("ttl", 300, 0, 604_800),
         ))
     if not top.has("zones"):
-        top.fail("zones", "at least one zone rule is required (e.g. match: \".\", upstream: system)")
+        top.fail("zones",
+                 "at least one zone rule is required (e.g. match: \".\", upstream: system)")
     return tuple(out)
 
 
@@ -640,7 +644,7 @@ def _metrics(top: Reader, problems: list[ConfigProblem]) -> model.MetricsSetting
     r = Reader(problems, top.at("metrics"), top.data.get("metrics"), {"enabled", "listen"})
     listen = r.text("listen", model.MetricsSettings().listen)
     try:
-        parse_server(listen)
+        parse_server(listen, any_port=True)
     except ValueError as e:
         r.fail("listen", str(e))
     return model.MetricsSettings(r.boolean("enabled", True), listen)

@@ -35,7 +35,8 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
                     f"(defined: {', '.join(sorted(policies)) or 'none'})"))
             if rule.action is not model.RuleAction.FORWARD:
                 problems.append(ConfigProblem(
-                    f"{path}.policy", "a policy judges forwarded answers; this rule does not forward"))
+                    f"{path}.policy",
+                    "a policy judges forwarded answers; this rule does not forward"))
         if rule.hosts_file is not None and not os.access(rule.hosts_file, os.R_OK):
             problems.append(ConfigProblem(f"{path}.hosts_file",
                                           f"cannot read {rule.hosts_file!r}"))

@@ -90,8 +90,7 @@ class TcpConnection(asyncio.Protocol):
         self.closing = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         listener = self.listener
         if len(listener.connections) >= listener.limits.tcp_max_connections:
             metrics.dropped.labels("tcp_connection_limit").inc()
@@ -153,11 +152,15 @@ class TcpConnection(asyncio.Protocol):
                 self.transport.pause_reading()
         elif reply is not DROP:
             self._answer(q, reply)
+        else:
+            self.listener.accounting.dropped(q)
 
     async def _resolve(self, q: Query) -> None:
         reply = await self.listener.pipeline.resolve(q)
         if reply is not DROP:
             self._answer(q, reply)
+        else:
+            self.listener.accounting.dropped(q)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self.tasks.discard(task)

@@ -8,6 +8,7 @@ per datagram than asyncio's datagram transport on the default loop (bench/RESULT
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import time
@@ -33,10 +34,9 @@ def bind(listener: Listener, buffer_size: int, reuse_port: bool = False) -> sock
         if reuse_port:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
+            # the kernel caps this at net.core.rmem_max/wmem_max; a smaller buffer still works
+            with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
-            except OSError:
-                pass
         sock.bind((listener.address, listener.port))
         sock.setblocking(False)
     except OSError:
@@ -107,11 +107,15 @@ class UdpListener:
             task.add_done_callback(self.tasks.discard)
         elif reply is not DROP:
             self._answer(q, reply)
+        else:
+            self.accounting.dropped(q)
 
     async def _resolve(self, q: Query) -> None:
         reply = await self.pipeline.resolve(q)
         if reply is not DROP:
             self._answer(q, reply)
+        else:
+            self.accounting.dropped(q)
 
     def _answer(self, q: Query, reply: Reply) -> None:
         self._send(reply.to_client(q), q.client)

@@ -1,0 +1,124 @@
+"""TCP per RFC 7766: pipelining, out-of-order answers, idle timeout, connection cap."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+
+import dns.message
+import dns.rcode
+
+from tests.conftest import forwarder_config, running
+from tests.fakes import Delay, FakeUpstream, Received, reply
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dns.message.Message:
+    (length,) = struct.unpack("!H", await reader.readexactly(2))
+    return dns.message.from_wire(await reader.readexactly(length))
+
+
+def frame(msg: dns.message.Message) -> bytes:
+    data = msg.to_wire()
+    return struct.pack("!H", len(data)) + data
+
+
+async def test_pipelined_queries_answered_out_of_order(upstream: FakeUpstream) -> None:
+    """Two queries on one connection: the slow one first, the fast one is answered first."""
+    def handler(rx: Received) -> object:
+        name = rx.message.question[0].name.to_text()
+        answer = reply(rx.message, "A 192.0.2.1" if name.startswith("slow") else "A 192.0.2.2")
+        return Delay(0.2, answer) if name.startswith("slow") else answer
+    upstream.handler = handler
+    cfg = forwarder_config({"up": [upstream.addr]})
+    cfg["upstreams"]["up"]["timeout"] = 2.0
+    async with running(cfg) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        slow = dns.message.make_query("slow.example", "A")
+        fast = dns.message.make_query("fast.example", "A")
+        writer.write(frame(slow) + frame(fast))
+        first = await asyncio.wait_for(read_frame(reader), 3)
+        second = await asyncio.wait_for(read_frame(reader), 3)
+        writer.close()
+    assert first.id == fast.id and second.id == slow.id
+    assert first.answer[0][0].address == "192.0.2.2"
+    assert second.answer[0][0].address == "192.0.2.1"
+
+
+async def test_many_queries_on_one_connection(upstream: FakeUpstream) -> None:
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        queries = [dns.message.make_query(f"q{i}.example", "A") for i in range(50)]
+        writer.write(b"".join(frame(q) for q in queries))
+        got = [await asyncio.wait_for(read_frame(reader), 3) for _ in queries]
+        writer.close()
+    assert sorted(m.id for m in got) == sorted(q.id for q in queries)
+    assert all(m.rcode() == dns.rcode.NOERROR for m in got)
+
+
+async def test_frame_split_across_segments(upstream: FakeUpstream) -> None:
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        q = dns.message.make_query("split.example", "A")
+        data = frame(q)
+        for i in range(len(data)):
+            writer.write(data[i : i + 1])
+            await writer.drain()
+        r = await asyncio.wait_for(read_frame(reader), 3)
+        writer.close()
+    assert r.id == q.id and r.rcode() == dns.rcode.NOERROR
+
+
+async def test_idle_connection_is_closed(upstream: FakeUpstream) -> None:
+    cfg = forwarder_config({"up": [upstream.addr]}, limits={"tcp_idle_timeout": 0.2})
+    async with running(cfg) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        assert await asyncio.wait_for(reader.read(), 3) == b""  # EOF from the server
+        writer.close()
+
+
+async def test_idle_timeout_waits_for_outstanding_query(upstream: FakeUpstream) -> None:
+    """A query outstanding longer than the idle timeout is still answered."""
+    upstream.handler = lambda rx: Delay(0.4, reply(rx.message, "A 192.0.2.3"))
+    cfg = forwarder_config({"up": [upstream.addr]}, limits={"tcp_idle_timeout": 0.1})
+    cfg["upstreams"]["up"]["timeout"] = 1.0
+    async with running(cfg) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        writer.write(frame(dns.message.make_query("slow.example", "A")))
+        r = await asyncio.wait_for(read_frame(reader), 3)
+        writer.close()
+    assert r.answer[0][0].address == "192.0.2.3"
+
+
+async def test_connection_cap(upstream: FakeUpstream) -> None:
+    """Past tcp_max_connections new connections are closed; existing ones keep working."""
+    cfg = forwarder_config({"up": [upstream.addr]}, limits={"tcp_max_connections": 2})
+    async with running(cfg) as srv:
+        conns = [await asyncio.open_connection(*srv.address("tcp")) for _ in range(2)]
+        for reader, writer in conns:  # make sure both are accepted
+            writer.write(frame(dns.message.make_query("a.example", "A")))
+            await asyncio.wait_for(read_frame(reader), 3)
+        reader3, writer3 = await asyncio.open_connection(*srv.address("tcp"))
+        writer3.write(frame(dns.message.make_query("b.example", "A")))
+        try:
+            data = await asyncio.wait_for(reader3.read(), 3)
+        except ConnectionResetError:
+            data = b""
+        assert data == b""
+        reader, writer = conns[0]
+        writer.write(frame(dns.message.make_query("c.example", "A")))
+        assert (await asyncio.wait_for(read_frame(reader), 3)).rcode() == dns.rcode.NOERROR
+        for _, w in conns:
+            w.close()
+        writer3.close()
+
+
+async def test_client_half_close_still_answered(upstream: FakeUpstream) -> None:
+    upstream.handler = lambda rx: Delay(0.1, reply(rx.message, "A 192.0.2.4"))
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        writer.write(frame(dns.message.make_query("x.example", "A")))
+        writer.write_eof()
+        r = await asyncio.wait_for(read_frame(reader), 3)
+        assert await asyncio.wait_for(reader.read(), 3) == b""
+        writer.close()
+    assert r.answer[0][0].address == "192.0.2.4"

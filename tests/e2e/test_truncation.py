@@ -1,0 +1,51 @@
+"""Truncation: UDP answers larger than the client's buffer get TC with the question kept;
+truncated upstream replies are retried over TCP."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+
+from tests.conftest import forwarder_config, query, running
+from tests.fakes import FakeUpstream, Received, Truncated, reply
+
+
+def big_answer(rx: Received) -> dns.message.Message:
+    return reply(rx.message, *[f"TXT \"{'x' * 90} {i}\"" for i in range(10)])
+
+
+async def test_large_answer_truncated_for_client_without_edns(upstream: FakeUpstream) -> None:
+    upstream.handler = big_answer
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        r = await query(srv, "udp", "big.example", "TXT")
+    assert r.flags & dns.flags.TC
+    assert r.question[0].name.to_text() == "big.example."
+    assert r.answer == []
+
+
+async def test_large_answer_fits_client_edns_buffer(upstream: FakeUpstream) -> None:
+    upstream.handler = big_answer
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        r = await query(srv, "udp", "big.example", "TXT", use_edns=0, payload=4096)
+        small = await query(srv, "udp", "big.example", "TXT", use_edns=0, payload=600)
+    assert not r.flags & dns.flags.TC
+    assert len(r.answer[0]) == 10
+    assert small.flags & dns.flags.TC and small.edns == 0
+
+
+async def test_large_answer_complete_over_tcp(upstream: FakeUpstream) -> None:
+    upstream.handler = big_answer
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        r = await query(srv, "tcp", "big.example", "TXT")
+    assert not r.flags & dns.flags.TC and len(r.answer[0]) == 10
+
+
+async def test_truncated_upstream_reply_retried_over_tcp(upstream: FakeUpstream,
+                                                         transport: str) -> None:
+    """Upstream says TC over UDP: the forwarder asks again over TCP and returns the full answer."""
+    upstream.handler = lambda rx: Truncated() if rx.transport == "udp" else big_answer(rx)
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        r = await query(srv, "tcp", "big.example", "TXT")
+    assert [rx.transport for rx in upstream.received] == ["udp", "tcp"]
+    assert r.rcode() == dns.rcode.NOERROR and len(r.answer[0]) == 10

@@ -1,0 +1,143 @@
+"""The command line as a user runs it: `forwarder --version`, `check-config`, and `run`
+serving real queries until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import pwd
+import signal
+import socket
+import sys
+from pathlib import Path
+
+import dns.asyncquery
+import dns.exception
+import dns.message
+import dns.rcode
+import pytest
+
+from forwarder import __version__
+from tests.fakes import FakeUpstream
+
+FORWARDER = [sys.executable, "-m", "forwarder"]
+
+
+async def run_cli(*args: str, timeout: float = 20.0) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *FORWARDER, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_version() -> None:
+    code, out, _ = await run_cli("--version")
+    assert code == 0 and out.strip() == f"forwarder {__version__}"
+
+
+async def test_check_config_good_and_bad(tmp_path: Path) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text("upstreams: {corp: {servers: [192.0.2.53]}}\n"
+                    "zones: [{match: ., upstream: corp}]\n")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: {corp: {servers: [192.0.2.53]}}\n"
+                   "zones:\n  - {match: ., upstream: corp}\n  - {match: a, upstream: corp}\n"
+                   "  - {match: amazonaws.com, upstream: r53}\n")
+    code, out, _ = await run_cli("check-config", str(good))
+    assert code == 0 and "ok" in out
+    code, _, err = await run_cli("check-config", str(bad))
+    assert code == 2
+    assert f"{bad}: zones[2].upstream: unknown upstream group 'r53'" in err
+
+
+async def test_run_refuses_bad_config(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("zones: [{match: ., upstream: nowhere}]\n")
+    code, _, err = await run_cli("run", "-c", str(bad))
+    assert code == 2 and "zones[0].upstream: unknown upstream group 'nowhere'" in err
+
+
+async def test_run_reports_port_in_use(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        cfg = tmp_path / "f.yaml"
+        cfg.write_text(f"listen: [{{address: 127.0.0.1, port: {port}}}]\nallow_root: true\n"
+                       "metrics: {enabled: false}\nzones: [{match: ., action: refuse}]\n")
+        code, _, err = await run_cli("run", "-c", str(cfg))
+    assert code == 1 and "cannot bind" in err
+
+
+async def test_run_serves_until_sigterm(tmp_path: Path) -> None:
+    """`forwarder run -c FILE` answers over UDP and TCP, and exits 0 on SIGTERM."""
+    async with FakeUpstream() as up:
+        port = free_port()
+        cfg = tmp_path / "f.yaml"
+        cfg.write_text(
+            f"listen: [{{address: 127.0.0.1, port: {port}}}]\n"
+            f"upstreams: {{up: {{servers: ['{up.addr}'], health_check: {{enabled: false}}}}}}\n"
+            "metrics: {enabled: false}\nzones: [{match: ., upstream: up}]\n"
+            + ("allow_root: true\n" if os.geteuid() == 0 else ""))
+        proc = await asyncio.create_subprocess_exec(
+            *FORWARDER, "run", "-c", str(cfg), stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        try:
+            r = await wait_answer(port)
+            assert r.rcode() == dns.rcode.NOERROR and r.answer[0][0].address == "192.0.2.1"
+            q = dns.message.make_query("tcp.example", "A")
+            r = await dns.asyncquery.tcp(q, "127.0.0.1", port=port, timeout=2)
+            assert r.rcode() == dns.rcode.NOERROR
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 10)
+        assert code == 0
+
+
+async def wait_answer(port: int, tries: int = 100) -> dns.message.Message:
+    """Asks until the freshly started process answers (bounded)."""
+    q = dns.message.make_query("example.com", "A")
+    for _ in range(tries):
+        try:
+            return await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=0.1)
+        except (dns.exception.Timeout, OSError):
+            continue
+    raise AssertionError("the forwarder did not start answering")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+async def test_root_refused_without_user(tmp_path: Path) -> None:
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(f"listen: [{{address: 127.0.0.1, port: {free_port()}}}]\n"
+                   "metrics: {enabled: false}\nzones: [{match: ., action: refuse}]\n")
+    code, _, err = await run_cli("run", "-c", str(cfg))
+    assert code == 1 and "refusing to serve as root" in err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+async def test_binds_then_drops_to_user(tmp_path: Path) -> None:
+    """Started as root with --user nobody: it serves, as nobody, and writes/removes its pid file."""
+    port = free_port()
+    cfg = tmp_path / "f.yaml"
+    pid_file = tmp_path / "forwarder.pid"
+    cfg.write_text(f"listen: [{{address: 127.0.0.1, port: {port}}}]\n"
+                   "metrics: {enabled: false}\nzones: [{match: ., action: refuse}]\n")
+    tmp_path.chmod(0o755)
+    proc = await asyncio.create_subprocess_exec(
+        *FORWARDER, "run", "-c", str(cfg), "--user", "nobody", "--pid-file", str(pid_file))
+    try:
+        r = await wait_answer(port)
+        assert r.rcode() == dns.rcode.REFUSED
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert set(uid_line.split()[1:]) == {str(pwd.getpwnam("nobody").pw_uid)}
+        assert pid_file.read_text().strip() == str(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
