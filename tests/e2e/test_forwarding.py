@@ -190,8 +190,8 @@ async def test_garbage_reply_is_not_accepted(upstream: FakeUpstream) -> None:
 
 async def test_upstream_query_uses_random_ids_and_ports(upstream: FakeUpstream) -> None:
     async with running(forwarder_config({"up": [upstream.addr]})) as srv:
-        for _ in range(8):
-            await query(srv, "udp", "example.com")
+        for i in range(8):
+            await query(srv, "udp", f"n{i}.example.com")
     ids = {rx.message.id for rx in upstream.received}
     ports = {rx.source[1] for rx in upstream.received}
     assert len(ids) >= 7 and len(ports) >= 7

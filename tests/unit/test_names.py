@@ -1,0 +1,38 @@
+"""SuffixTable: longest suffix by label walk, root handled, case-insensitive keys."""
+
+from __future__ import annotations
+
+from forwarder import names, wire
+
+
+def test_longest_suffix_wins() -> None:
+    table = names.SuffixTable([(".", "root"), ("amazonaws.com", "aws"),
+                               ("s3.amazonaws.com", "s3")])
+    assert table.lookup(wire.text_to_name("b.s3.amazonaws.com")) == "s3"
+    assert table.lookup(wire.text_to_name("ec2.amazonaws.com")) == "aws"
+    assert table.lookup(wire.text_to_name("amazonaws.com")) == "aws"
+    assert table.lookup(wire.text_to_name("notamazonaws.com")) == "root"
+    assert table.lookup(b"\x00") == "root"
+
+
+def test_no_root_no_match() -> None:
+    table = names.SuffixTable([("corp.example", 1)])
+    assert table.lookup(wire.text_to_name("example")) is None
+    assert table.lookup(wire.text_to_name("a.corp.example")) == 1
+
+
+def test_keys_are_case_insensitive() -> None:
+    table = names.SuffixTable([("Corp.Example.", 1)])
+    assert table.lookup(wire.text_to_name("x.corp.example")) == 1
+
+
+def test_lookup_all_longest_first() -> None:
+    table = names.SuffixTable([(".", 0), ("example", 1), ("a.example", 2)])
+    assert list(table.lookup_all(wire.text_to_name("b.a.example"))) == [2, 1, 0]
+
+
+def test_is_subdomain() -> None:
+    assert names.is_subdomain("A.Example.", "example")
+    assert names.is_subdomain("example", "example.")
+    assert not names.is_subdomain("notexample", "example")
+    assert names.is_subdomain("anything", ".")

@@ -1,0 +1,179 @@
+"""Wire helpers on real messages built with dnspython: query parsing, reply checks, OPT
+handling, finishing replies for the client, truncation."""
+
+from __future__ import annotations
+
+import struct
+
+import dns.edns
+import dns.flags
+import dns.message
+import dns.rcode
+import dns.rrset
+import pytest
+
+from forwarder import wire
+from forwarder.errors import DropPacket, FormError
+
+
+def test_parse_query_reads_question_and_edns() -> None:
+    q = dns.message.make_query("WWW.Example.COM", "AAAA", use_edns=0, payload=4096,
+                               want_dnssec=True)
+    q.flags |= dns.flags.CD
+    p = wire.parse_query(q.to_wire())
+    assert p.id == q.id
+    assert p.qname == b"\x03www\x07example\x03com\x00"
+    assert p.question[:4] == b"\x03WWW"
+    assert (p.qtype, p.qclass) == (28, 1)
+    assert p.edns and p.udp_size == 4096 and p.do and p.cd
+
+
+def test_parse_query_without_edns_has_512() -> None:
+    p = wire.parse_query(dns.message.make_query("a.example", "A").to_wire())
+    assert not p.edns and p.udp_size == 512 and not p.do
+
+
+def test_small_edns_buffer_is_raised_to_512() -> None:
+    q = dns.message.make_query("a.example", "A", use_edns=0, payload=100)
+    assert wire.parse_query(q.to_wire()).udp_size == 512
+
+
+@pytest.mark.parametrize(("data", "kind"), [
+    (b"\x00\x01", "short"),
+    (dns.message.make_response(dns.message.make_query("a.example", "A")).to_wire(), "response"),
+])
+def test_dropped(data: bytes, kind: str) -> None:
+    with pytest.raises(DropPacket) as info:
+        wire.parse_query(data)
+    assert info.value.kind == kind
+
+
+def test_malformed_kinds() -> None:
+    good = dns.message.make_query("a.example", "A").to_wire()
+    with pytest.raises(FormError) as info:
+        wire.parse_query(good[:-3])
+    assert info.value.kind == "formerr"
+    two = good[:4] + b"\x00\x02" + good[6:]
+    with pytest.raises(FormError) as info:
+        wire.parse_query(two)
+    assert info.value.kind == "qdcount"
+    pointer = good[:12] + b"\xc0\x0c" + good[-4:]
+    with pytest.raises(FormError):
+        wire.parse_query(pointer)
+    q = dns.message.make_query("a.example", "A")
+    q.set_opcode(dns.opcode.NOTIFY)
+    with pytest.raises(FormError) as info:
+        wire.parse_query(q.to_wire())
+    assert info.value.kind == "notimp"
+
+
+def test_two_opt_records_are_formerr() -> None:
+    q = dns.message.make_query("a.example", "A", use_edns=0).to_wire()
+    opt = q[-11:]
+    doubled = q[:10] + struct.pack("!H", 2) + q[12:] + opt
+    with pytest.raises(FormError):
+        wire.parse_query(doubled)
+
+
+def test_upstream_query_has_new_id_and_our_opt() -> None:
+    client = dns.message.make_query("a.example", "A", use_edns=0, payload=4096, want_dnssec=True)
+    p = wire.parse_query(client.to_wire())
+    out = dns.message.from_wire(wire.upstream_query(0x4242, p.flags, p.question, p.do))
+    assert out.id == 0x4242
+    assert out.payload == wire.UPSTREAM_UDP_SIZE and out.ednsflags & dns.flags.DO
+    assert not out.options
+    assert out.flags & dns.flags.RD
+
+
+def test_reply_matches_checks_id_qr_and_question() -> None:
+    q = dns.message.make_query("a.example", "A")
+    r = dns.message.make_response(q)
+    name = b"\x01a\x07example\x00"
+    data = r.to_wire()
+    assert wire.reply_matches(data, q.id, name, 1, 1)
+    assert not wire.reply_matches(data, q.id ^ 1, name, 1, 1)
+    assert not wire.reply_matches(data, q.id, name, 28, 1)
+    assert not wire.reply_matches(data, q.id, b"\x01b\x07example\x00", 1, 1)
+    assert not wire.reply_matches(q.to_wire(), q.id, name, 1, 1)  # not a response
+    upper = dns.message.make_response(dns.message.make_query("A.EXAMPLE", "A"))
+    upper.id = q.id
+    assert wire.reply_matches(upper.to_wire(), q.id, name, 1, 1)
+
+
+def test_strip_opt_keeps_records_and_ede() -> None:
+    q = dns.message.make_query("a.example", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("a.example.", 60, "IN", "A", "192.0.2.1"))
+    r.additional.append(dns.rrset.from_text("ns.example.", 60, "IN", "A", "192.0.2.53"))
+    r.use_edns(0, options=[dns.edns.EDEOption(15, "blocked upstream")])
+    out = wire.strip_opt(r.to_wire())
+    parsed = dns.message.from_wire(out.wire)
+    assert parsed.edns == -1
+    assert len(parsed.answer) == 1 and len(parsed.additional) == 1
+    assert out.ede == ((15, "blocked upstream"),)
+    assert out.rcode == 0
+
+
+def test_strip_opt_folds_extended_rcode() -> None:
+    q = dns.message.make_query("a.example", "A", use_edns=0)
+    r = dns.message.make_response(q)
+    r.set_rcode(dns.rcode.BADVERS)
+    assert wire.strip_opt(r.to_wire()).rcode == 16
+
+
+def test_finish_adds_opt_with_ede_and_keeps_case() -> None:
+    q = dns.message.make_query("MiXeD.example", "A", use_edns=0, want_dnssec=True)
+    p = wire.parse_query(q.to_wire())
+    internal = wire.synth_reply(p.flags, p.qname + p.question[-4:], wire.Rcode.SERVFAIL)
+    out = wire.finish(p.id, p.flags, p.question, True, True, 1232, internal, 2,
+                      ((22, "no upstream"),))
+    r = dns.message.from_wire(out)
+    assert r.id == q.id and r.rcode() == dns.rcode.SERVFAIL
+    assert r.question[0].name.to_text() == "MiXeD.example."
+    assert r.ednsflags & dns.flags.DO and r.payload == wire.SERVER_UDP_SIZE
+    assert [(o.code, o.text) for o in r.options] == [(22, "no upstream")]
+
+
+def test_finish_truncates_keeping_question() -> None:
+    q = dns.message.make_query("big.example", "TXT")
+    resp = dns.message.make_response(q)
+    resp.answer.append(dns.rrset.from_text("big.example.", 60, "IN", "TXT",
+                                           *[f'"{"x" * 200}{i}"' for i in range(5)]))
+    p = wire.parse_query(q.to_wire())
+    out = wire.finish(p.id, p.flags, p.question, False, False, 512, resp.to_wire(), 0, None)
+    r = dns.message.from_wire(out)
+    assert len(out) <= 512
+    assert r.flags & dns.flags.TC and r.answer == []
+    assert r.question[0].name.to_text() == "big.example."
+    whole = dns.message.from_wire(
+        wire.finish(p.id, p.flags, p.question, False, False, 0, resp.to_wire(), 0, None))
+    assert not whole.flags & dns.flags.TC and len(whole.answer[0]) == 5
+
+
+def test_min_ttl_reads_answer_and_authority() -> None:
+    q = dns.message.make_query("a.example", "A")
+    r = dns.message.make_response(q)
+    r.answer.append(dns.rrset.from_text("a.example.", 300, "IN", "A", "192.0.2.1"))
+    r.authority.append(dns.rrset.from_text("example.", 60, "IN", "NS", "ns.example."))
+    assert wire.min_ttl(r.to_wire()) == 60
+    assert wire.min_ttl(dns.message.make_response(q).to_wire()) is None
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("Example.COM.", b"\x07example\x03com\x00"), (".", b"\x00"), ("", b"\x00")])
+def test_text_to_name(text: str, expected: bytes) -> None:
+    assert wire.text_to_name(text) == expected
+    assert wire.name_to_text(expected) == (text.lower().rstrip(".") or ".")
+
+
+def test_text_to_name_rejects_long_labels() -> None:
+    with pytest.raises(ValueError):
+        wire.text_to_name("x" * 64 + ".example")
+
+
+def test_qtype_text() -> None:
+    assert wire.qtype_from_text("https") == 65
+    assert wire.qtype_from_text("TYPE65280") == 65280
+    assert wire.qtype_to_text(65280) == "TYPE65280"
+    with pytest.raises(ValueError):
+        wire.qtype_from_text("NOPE")
