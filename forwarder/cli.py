@@ -94,6 +94,16 @@ def check_config(path: str) -> int:
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
+    from forwarder import hooks
+    from forwarder.stages import local
+
+    try:
+        hooks.check(cfg)  # hook files must import, as they must on start and reload
+        local.zones(cfg)  # hosts files must parse and local records fit together
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        print(f"{path}: {len(e.problems)} problem(s) found", file=sys.stderr)
+        return EXIT_CONFIG
     print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.upstreams)} upstream groups, "
           f"{len(cfg.policies)} policies)")
     return EXIT_OK

@@ -93,9 +93,20 @@ class Pipeline:
             verdict = await rt.hooks.on_query(q)
             if verdict is not None:
                 return verdict
+            if _rerouted_off_rule(q):
+                # no forwarding rule to key the cache on: ask the group directly, without
+                # reading or filling the cache (and so without a stale answer)
+                try:
+                    reply = await self._fetch(rt, q, store=False)
+                except UpstreamError as e:
+                    q.note(f"upstream failed: {e.text}")
+                    return error_reply(q, wire.Rcode.SERVFAIL, e.ede_code, e.text)
+                return await rt.hooks.on_response(q, reply)
             front = self._front(rt, q)
             if front is not None:
-                return front
+                if q.rule is None or q.rule.action is RuleAction.REFUSE:
+                    return front  # the forwarder's own refusal, not an answer
+                return await rt.hooks.on_response(q, front)  # cache hit or local records
         rule = q.rule
         assert rule is not None and rule.upstream is not None
         if rt.cache is not None:
@@ -106,11 +117,10 @@ class Pipeline:
             reply = await rt.hooks.on_response(q, reply)
         return reply
 
-    async def _fetch(self, rt: Runtime, q: Query) -> Reply:
+    async def _fetch(self, rt: Runtime, q: Query, store: bool = True) -> Reply:
         """Asks the upstream group and applies the rule's answer policy (and caches it)."""
-        rule = q.rule
-        assert rule is not None
-        q.group = q.group or rule.upstream
+        rule = q.rule  # None only for a query a hook rerouted
+        q.group = q.group or (rule.upstream if rule is not None else None)
         group = rt.groups[q.group]  # type: ignore[index]
         if self.upstream_inflight >= rt.config.limits.max_inflight:
             metrics.dropped.labels("inflight_limit").inc()
@@ -121,11 +131,23 @@ class Pipeline:
             reply = await group.exchange(q)
         finally:
             self.upstream_inflight -= 1
-        if rule.policy is not None:
+        q.server = reply.server
+        q.upstream_rcode = reply.rcode
+        q.upstream_reply = reply
+        if rule is not None and rule.policy is not None:
             reply = await rt.policies[rule.policy].apply(q, reply, group, rt)
-        if rt.cache is not None:
+        if rt.cache is not None and store:
             rt.cache.put(q, reply)
         return reply
+
+
+def _rerouted_off_rule(q: Query) -> bool:
+    """Answers whether a hook rerouted *q* although no rule matched or its rule does not
+    forward (a rerouted query of a forwarding rule takes the usual path: the cache is
+    keyed on the group asked)."""
+    if q.group is None:
+        return False
+    return q.rule is None or q.rule.action is not RuleAction.FORWARD
 
 
 class Accounting:
@@ -155,6 +177,11 @@ class Accounting:
         rt = q.runtime
         if rt is not None and rt.querylog is not None:
             rt.querylog.record(q, reply, now)
+
+    def dropped(self, q: Query) -> None:
+        """Counts a query that gets no response at all (a rate limit or hook verdict)."""
+        rule = q.rule.name if q.rule is not None else "none"
+        metrics.queries.labels(q.transport, rule, metrics.qtype_label(q.qtype)).inc()
 
 
 def monotonic() -> float:

@@ -34,6 +34,12 @@ class Query:
     trace: list[str] | None = None  # `forwarder explain` collects steps here
     edns_version: int = 0
     runtime: Any = None  # the Runtime this query started under (kept across a reload)
+    server: str | None = None  # the upstream server that answered (label), for the query log
+    upstream_rcode: int | None = None  # its rcode, before the answer policy
+    verdict: str | None = None  # answer policy verdict: "pass", "violation", ...
+    action: str | None = None  # what the policy did about it: "rewrite", "servfail", ...
+    tags: dict[str, str] | None = None  # set by hooks (ctx.tag) for the query log
+    upstream_reply: Reply | None = None  # the upstream's answer before the policy (explain, lab)
 
     @classmethod
     def from_wire(

@@ -1,0 +1,343 @@
+"""Loading operators' hook files and calling them: the HookChain the pipeline runs.
+
+`load_hooks` imports each configured file once per Runtime build; a file that does not
+import, or defines neither hook, makes the configuration invalid (ConfigError), so a
+reload keeps the old Runtime. `HookChain.on_query` runs before the query goes upstream
+(after the zone rule is chosen, so hooks see it); `HookChain.on_response` runs on every
+answer from an upstream, the cache or local records, after the answer policy.
+
+A hook that raises, overruns its time limit or returns something other than a verdict
+for its phase costs that query a HookError (the pipeline answers SERVFAIL with EDE 0 and
+counts it); its traceback is logged once per burst.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.machinery
+import importlib.util
+import inspect
+import logging
+import os
+import re
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+from forwarder import hooks, message, metrics, wire
+from forwarder.config import model
+from forwarder.errors import ConfigError, ConfigProblem, HookError
+from forwarder.pipeline import DROP
+from forwarder.query import Query, Reply, error_reply
+from forwarder.stages.router import Router
+
+log = logging.getLogger("forwarder")
+
+ERROR_LOG_INTERVAL = 10.0  # seconds: at most one logged error (with traceback) per hook
+ERROR_KINDS = ("exception", "timeout", "invalid_verdict")
+QUERY_VERDICTS = "Continue, Answer, Reroute, Refuse or Drop"
+RESPONSE_VERDICTS = "Continue, Replace, Block or Drop"
+
+
+class ErrorLog:
+    """Logs a hook's failures of each kind at most once per interval (a burst of failures
+    gives one traceback), saying how many were not logged."""
+
+    __slots__ = ("_kinds",)
+
+    def __init__(self) -> None:
+        self._kinds: dict[str, list[float | int]] = {}  # kind -> [next log time, suppressed]
+
+    def log(self, kind: str, text: str, exc: BaseException | None) -> None:
+        now = time.monotonic()
+        state = self._kinds.setdefault(kind, [0.0, 0])
+        if now < state[0]:
+            state[1] += 1
+            return
+        if state[1]:
+            text += (f" ({state[1]} more like this in the last {ERROR_LOG_INTERVAL:.0f}s "
+                     "were not logged)")
+        state[0], state[1] = now + ERROR_LOG_INTERVAL, 0
+        log.error("%s", text, exc_info=exc)
+
+
+@dataclass(eq=False)
+class LoadedHook:
+    """One imported hook file and what it defines."""
+
+    name: str  # the file name without .py: the metric label and the name in error texts
+    path: str
+    timeout: float
+    options: Mapping[str, Any]
+    module: ModuleType
+    on_query: Callable[..., Any] | None
+    on_response: Callable[..., Any] | None
+    errors: ErrorLog = field(default_factory=ErrorLog)
+
+
+# --- loading -----------------------------------------------------------------------------------
+
+
+def load_hooks(cfg: model.Config) -> list[LoadedHook]:
+    """Imports every hook file of *cfg*, in order. Relative paths are relative to the
+    configuration file's directory. Raises ConfigError listing every file that fails."""
+    base = _config_dir(cfg.source)
+    problems: list[ConfigProblem] = []
+    loaded: list[LoadedHook] = []
+    taken: set[str] = set()
+    for index, settings in enumerate(cfg.hooks):
+        path = os.path.normpath(os.path.join(base, os.path.expanduser(settings.path)))
+        name = _hook_name(path, index, taken)
+        hook = _load_one(index, name, path, settings, problems)
+        if hook is not None:
+            loaded.append(hook)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    for hook in loaded:
+        for kind in ERROR_KINDS:
+            metrics.hook_errors.labels(hook.name, kind)  # export zeros from the start
+    return loaded
+
+
+def _config_dir(source: str) -> str:
+    if source and not source.startswith("<"):
+        return os.path.dirname(os.path.abspath(source))
+    return os.getcwd()
+
+
+def _hook_name(path: str, index: int, taken: set[str]) -> str:
+    stem = os.path.splitext(os.path.basename(path))[0] or f"hook{index}"
+    name = stem if stem not in taken else f"{stem}#{index}"
+    taken.add(name)
+    return name
+
+
+def _load_one(
+    index: int, name: str, path: str, settings: model.HookSettings,
+    problems: list[ConfigProblem],
+) -> LoadedHook | None:
+    where = f"hooks[{index}].path"
+
+    def fail(reason: str) -> None:
+        problems.append(ConfigProblem(where, reason))
+        metrics.hook_errors.labels(name, "import").inc()
+
+    if not os.path.isfile(path):
+        fail(f"hook file {path} not found")
+        return None
+    module_name = f"forwarder_hook_{index}_{re.sub(r'[^0-9A-Za-z_]', '_', name)}"
+    loader = _FreshSourceLoader(module_name, path)
+    spec = importlib.util.spec_from_loader(module_name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # while it runs: dataclasses and pickling look here
+    try:
+        loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        fail(f"cannot import {path}: {_describe(e, path)}")
+        return None
+    finally:
+        sys.modules.pop(module_name, None)  # a reload imports a fresh copy
+    on_query = getattr(module, "on_query", None)
+    on_response = getattr(module, "on_response", None)
+    if on_query is None and on_response is None:
+        fail(f"{path} defines neither on_query(ctx) nor on_response(ctx, response)")
+        return None
+    for fn, label, args in ((on_query, "on_query", 1), (on_response, "on_response", 2)):
+        if fn is None:
+            continue
+        if not callable(fn):
+            fail(f"{path}: {label} is not a function")
+            return None
+        try:
+            inspect.signature(fn).bind(*([None] * args))
+        except TypeError:
+            wanted = "(ctx)" if args == 1 else "(ctx, response)"
+            fail(f"{path}: {label} must accept {wanted}")
+            return None
+        except ValueError:  # no signature to check (a builtin): calling it will tell
+            pass
+    options = MappingProxyType(dict(settings.options))
+    setup = getattr(module, "setup", None)
+    if callable(setup):
+        try:
+            setup(options)
+        except (Exception, SystemExit) as e:
+            fail(f"{path}: setup(options) raised {_describe(e, path)}")
+            return None
+    return LoadedHook(name, path, settings.timeout, options, module, on_query, on_response)
+
+
+class _FreshSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the file on every load: no __pycache__ beside operators' files, and an
+    edit is never hidden by a cached bytecode file of the same size and second."""
+
+    def get_code(self, fullname: str) -> Any:
+        return self.source_to_code(self.get_data(self.path), self.path)
+
+
+def _describe(e: BaseException, path: str) -> str:
+    """Says what went wrong and, when it can, on which line of the hook file."""
+    if isinstance(e, SyntaxError) and e.filename == path:
+        return f"SyntaxError: {e.msg} (line {e.lineno})"
+    line = next((f.lineno for f in reversed(traceback.extract_tb(e.__traceback__))
+                 if f.filename == path), None)
+    where = f" (line {line})" if line is not None else ""
+    return f"{type(e).__name__}: {e}{where}"
+
+
+# --- calling -----------------------------------------------------------------------------------
+
+
+class HookChain:
+    """The loaded hooks of one Runtime, called in configuration order."""
+
+    __slots__ = ("_groups", "_query_hooks", "_response_hooks", "_router", "hooks")
+
+    def __init__(self, loaded: list[LoadedHook], router: Router, groups: Mapping[str, Any]):
+        self.hooks = tuple(loaded)
+        self._query_hooks = tuple(h for h in loaded if h.on_query is not None)
+        self._response_hooks = tuple(h for h in loaded if h.on_response is not None)
+        self._router = router
+        self._groups = groups
+
+    async def on_query(self, q: Query) -> Reply | None:
+        """Runs every on_query hook: None to carry on (maybe rerouted), a Reply to answer
+        with, or pipeline.DROP. Raises HookError."""
+        if q.rule is None:  # route first, so hooks see the rule and its group
+            q.rule = self._router.route(q.qname, q.qtype, q.client[0])
+        for hook in self._query_hooks:
+            verdict = await _call(hook, "on_query", hook.on_query,  # type: ignore[arg-type]
+                                  (hooks.Context(q, hook.name, hook.options),))
+            if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
+                continue
+            reply = self._query_verdict(hook, q, verdict)
+            if reply is not None:
+                return reply
+        return None
+
+    def _query_verdict(self, hook: LoadedHook, q: Query, verdict: object) -> Reply | None:
+        if q.trace is not None:
+            q.note(f"hook {hook.name}: on_query returned {verdict!r}")
+        if isinstance(verdict, hooks.Reroute):
+            if verdict.group not in self._groups:
+                raise _invalid(hook, "on_query",
+                               f"Reroute to unknown upstream group {verdict.group!r}")
+            q.group = verdict.group
+            return None
+        if isinstance(verdict, hooks.Answer):
+            try:
+                data = message.build_answer(q, verdict._wire_records, verdict.rcode,
+                                            verdict._wire_authority)
+            except ValueError as e:
+                raise _invalid(hook, "on_query", f"Answer cannot be sent: {e}") from None
+            ede = (verdict.ede,) if verdict.ede is not None else ()
+            return Reply(data, verdict.rcode, "hook", ede)  # type: ignore[arg-type]
+        if isinstance(verdict, hooks.Refuse):
+            text = verdict.ede_text or f"refused by hook {hook.name}"
+            return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED, text, by="hook")
+        if verdict is hooks.Drop or isinstance(verdict, hooks.Drop):
+            return DROP
+        raise _invalid(hook, "on_query",
+                       f"returned {_kind(verdict)}; expected {QUERY_VERDICTS}")
+
+    async def on_response(self, q: Query, reply: Reply) -> Reply:
+        """Runs every on_response hook on *reply*; answers the reply to send (or DROP).
+        Raises HookError."""
+        if not self._response_hooks or reply is DROP:
+            return reply
+        view = hooks.Response(reply)
+        for hook in self._response_hooks:
+            verdict = await _call(hook, "on_response", hook.on_response,  # type: ignore[arg-type]
+                                  (hooks.Context(q, hook.name, hook.options), view))
+            if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
+                continue
+            if q.trace is not None:
+                q.note(f"hook {hook.name}: on_response returned {verdict!r}")
+            if isinstance(verdict, hooks.Replace):
+                reply = _replaced(hook, q, reply, verdict)
+                view = hooks.Response(reply)
+                continue
+            if isinstance(verdict, hooks.Block):
+                text = verdict.text or f"blocked by hook {hook.name}"
+                return error_reply(q, verdict.rcode, wire.Ede.BLOCKED, text, by="hook")
+            if verdict is hooks.Drop or isinstance(verdict, hooks.Drop):
+                return DROP
+            raise _invalid(hook, "on_response",
+                           f"returned {_kind(verdict)}; expected {RESPONSE_VERDICTS}")
+        return reply
+
+
+def _replaced(hook: LoadedHook, q: Query, reply: Reply, verdict: hooks.Replace) -> Reply:
+    rcode = reply.rcode if verdict.rcode is None else verdict.rcode
+    records, authority, additional = verdict._wire
+    try:
+        data = message.build_answer(q, records, rcode, authority, additional)  # type: ignore[arg-type]
+    except ValueError as e:
+        raise _invalid(hook, "on_response", f"Replace cannot be sent: {e}") from None
+    ede = (verdict.ede,) if verdict.ede is not None else ()
+    return Reply(data, rcode, "hook", ede)  # type: ignore[arg-type]
+
+
+async def _call(hook: LoadedHook, phase: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+    """Calls one hook function within its time limit. Raises HookError.
+
+    A coroutine is cancelled when the limit passes. A plain function cannot be stopped
+    from the event loop, so an overrun is only noticed when it returns; its verdict is
+    then discarded.
+    """
+    started = time.perf_counter()
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            limit = asyncio.timeout(hook.timeout)
+            try:
+                async with limit:
+                    return await result
+            except TimeoutError:
+                if limit.expired():
+                    raise _timeout(hook, phase) from None
+                raise
+        if time.perf_counter() - started > hook.timeout:
+            raise _timeout(hook, phase, sync=True)
+        return result
+    except HookError:
+        raise
+    except asyncio.CancelledError as e:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():  # the query itself is being cancelled
+            raise
+        raise _raised(hook, phase, e) from None
+    except (Exception, SystemExit) as e:
+        raise _raised(hook, phase, e) from None
+
+
+def _raised(hook: LoadedHook, phase: str, e: BaseException) -> HookError:
+    hook.errors.log("exception", f"hook {hook.name}: {phase} raised {type(e).__name__}: {e}", e)
+    return HookError(hook.name, "exception", f"hook {hook.name}: {phase} raised "
+                     f"{type(e).__name__}")
+
+
+def _timeout(hook: LoadedHook, phase: str, sync: bool = False) -> HookError:
+    limit_ms = f"{hook.timeout * 1000:g} ms"
+    how = " (a plain function cannot be interrupted; make it async)" if sync else ""
+    hook.errors.log("timeout", f"hook {hook.name}: {phase} took longer than {limit_ms}{how}", None)
+    return HookError(hook.name, "timeout", f"hook {hook.name}: {phase} took longer than "
+                     f"{limit_ms}")
+
+
+def _invalid(hook: LoadedHook, phase: str, what: str) -> HookError:
+    hook.errors.log("invalid_verdict", f"hook {hook.name}: {phase}: {what}", None)
+    return HookError(hook.name, "invalid_verdict", f"hook {hook.name}: {phase}: {what}")
+
+
+def _kind(value: object) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
+    return type(value).__name__
