@@ -19,6 +19,7 @@ otherwise be left pointing into a removed record.
 from __future__ import annotations
 
 import ipaddress
+import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -49,10 +50,16 @@ _unpack_header = _HEADER.unpack_from
 _unpack_rr = _RR_FIXED.unpack_from
 _unpack_u16 = _U16.unpack_from
 
-# Printable bytes dnspython leaves unescaped in names, plus "." (the label separator
-# after joining; a "." inside a label is caught by counting separators).
-_PLAIN = bytes(c for c in range(0x21, 0x7F) if c not in b'"();\\@$')
+# Printable bytes dnspython leaves unescaped in a label; with "." for whole names.
+_PLAIN_LABEL = bytes(c for c in range(0x21, 0x7F) if c not in b'"().;\\@$')
+_PLAIN = _PLAIN_LABEL + b"."
+# Label lengths 1-32 become ".", A-Z become a-z (see _read_name).
+_WIRE_TO_TEXT = bytes(
+    0x2E if 1 <= c <= 32 else c + 32 if 0x41 <= c <= 0x5A else c for c in range(256)
+)
 _SPECIAL = frozenset(b'"().;\\@$')
+_WANTED = frozenset((TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_HTTPS, TYPE_SVCB))
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 
 class ScanError(ValueError):
@@ -118,29 +125,45 @@ _NOT_JUDGED = Judgement(None)
 # -- names -------------------------------------------------------------------------------
 
 
-def _escape_labels(parts: list[bytes]) -> str:
-    """Return the text of labels that need escaping, as dnspython writes them."""
+def _labels_text(wire: bytes, off: int, stop: int) -> str:
+    """Return the labels from *off* to *stop* as lower-case text, escaped as dnspython does.
+
+    The exact, slower path of `_read_name`: long labels and unusual bytes.
+    """
     out = []
-    for label in parts:
-        chars = []
-        for c in label.lower():
-            if c in _SPECIAL:
-                chars.append("\\" + chr(c))
-            elif 0x20 < c < 0x7F:
-                chars.append(chr(c))
-            else:
-                chars.append(f"\\{c:03d}")
-        out.append("".join(chars))
+    while off < stop:
+        length = wire[off]
+        label = wire[off + 1 : off + 1 + length].lower()
+        if label.translate(None, _PLAIN_LABEL):
+            chars = []
+            for c in label:
+                if c in _SPECIAL:
+                    chars.append("\\" + chr(c))
+                elif 0x20 < c < 0x7F:
+                    chars.append(chr(c))
+                else:
+                    chars.append(f"\\{c:03d}")
+            out.append("".join(chars))
+        else:
+            out.append(label.decode("ascii"))
+        off += length + 1
     return ".".join(out)
 
 
+_Memo = dict[int, tuple[str, int, int]]
+_Regions = list[tuple[int, int, str, int, int]]
+
+
 def _read_name(
-    wire: bytes, off: int, memo: dict[int, tuple[str, int, int]], depth: int = 0
+    wire: bytes, off: int, memo: _Memo, regions: _Regions, depth: int = 0
 ) -> tuple[str, int, int]:
     """Return (text, end, wire_length) of the name at *off*; *end* is where it stops in place.
 
     Results are memoised by offset: a name starting at an offset always reads the
-    same, and most owner names are pointers to the question name.
+    same, and most owner names are pointers to the question name. *regions* lists
+    the names read on the fast path as (start, stop, text, end, wire_length), so
+    that a pointer into the middle of one (``amazonaws.com`` inside the question
+    ``s3.amazonaws.com``, say) is a slice of its text, not another decode.
 
     Raises:
         ScanError: a pointer that does not point strictly before the name it is in
@@ -152,41 +175,62 @@ def _read_name(
     if hit is not None:
         return hit
     start = off
-    parts: list[bytes] = []
-    while True:
-        length = wire[off]
-        if length == 0:
-            end = off + 1
-            suffix = ""
-            suffix_len = 1
-            break
-        if length >= 0xC0:
-            target = ((length & 0x3F) << 8) | wire[off + 1]
-            end = off + 2
-            if target >= start:
-                raise ScanError(f"compression pointer at offset {off} does not point backwards")
-            if depth >= _MAX_POINTER_HOPS:
-                raise ScanError(f"too many compression pointers in name at offset {start}")
-            suffix, _, suffix_len = _read_name(wire, target, memo, depth + 1)
-            break
-        if length > 63:
-            raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
-        parts.append(wire[off + 1 : off + 1 + length])
+    length = wire[off]
+    labels = 0
+    while 0 < length < 33:  # short labels: their length bytes translate to "." below
         off += length + 1
-    if parts:
-        raw = b".".join(parts)
-        wire_len = len(raw) + 1 + suffix_len
+        length = wire[off]
+        labels += 1
+    long_labels = False
+    while 0 < length < 64:  # a label of 33 to 63 bytes: decode label by label
+        long_labels = True
+        off += length + 1
+        length = wire[off]
+        labels += 1
+    if length == 0:
+        end = off + 1
+        suffix = ""
+        suffix_len = 1
+    elif length >= 0xC0:
+        target = ((length & 0x3F) << 8) | wire[off + 1]
+        end = off + 2
+        if target >= start:
+            raise ScanError(f"compression pointer at offset {off} does not point backwards")
+        if depth >= _MAX_POINTER_HOPS:
+            raise ScanError(f"too many compression pointers in name at offset {start}")
+        hit = memo.get(target)
+        if hit is None:
+            for r_start, r_stop, r_text, r_end, r_len in regions:
+                # In fast-path text a "." is exactly a label boundary.
+                if r_start < target < r_stop and r_text[target - r_start - 1] == ".":
+                    hit = (r_text[target - r_start :], r_end, r_len - (target - r_start))
+                    memo[target] = hit
+                    break
+            else:
+                hit = _read_name(wire, target, memo, regions, depth + 1)
+        suffix, _, suffix_len = hit
+    else:
+        raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
+    if off == start:
+        result = (suffix, end, suffix_len)
+    else:
+        wire_len = off - start + suffix_len
         if wire_len > 255:
             raise ScanError(f"name at offset {start} is longer than 255 bytes")
-        if raw.translate(None, _PLAIN) or raw.count(b".") != len(parts) - 1:
-            text = _escape_labels(parts)
+        # One C pass turns "\x02s3\x0eap-northeast-1" into "s3.ap-northeast-1" and lowers
+        # it; a label byte that also became "." (a "." or control byte) shows in the count.
+        raw = wire[start + 1 : off].translate(_WIRE_TO_TEXT)
+        if long_labels or raw.count(46) != labels - 1 or raw.translate(None, _PLAIN):
+            text = _labels_text(wire, start, off)
+            if suffix:
+                text = text + "." + suffix
         else:
-            text = raw.lower().decode("ascii")
-        if suffix:
-            text = text + "." + suffix
+            text = raw.decode("ascii")
+            if suffix:
+                text = text + "." + suffix
+            if labels > 1:
+                regions.append((start, off, text, end, wire_len))
         result = (text, end, wire_len)
-    else:
-        result = (suffix, end, suffix_len)
     memo[start] = result
     return result
 
@@ -214,7 +258,14 @@ def _skip_name(wire: bytes, off: int) -> int:
 
 
 def _svc_hints(
-    wire: bytes, pos: int, rd_end: int, owner: str, rtype: int, rr_start: int, memo: dict
+    wire: bytes,
+    pos: int,
+    rd_end: int,
+    owner: str,
+    rtype: int,
+    rr_start: int,
+    memo: _Memo,
+    regions: _Regions,
 ) -> list[Address]:
     """Return the ipv4hint/ipv6hint addresses in the HTTPS/SVCB RDATA at *pos*.
 
@@ -223,7 +274,7 @@ def _svc_hints(
     """
     if pos + 2 > rd_end:
         raise ScanError(f"short SVCB/HTTPS rdata at offset {pos}")
-    _, pos, _ = _read_name(wire, pos + 2, memo)  # skip SvcPriority, read TargetName
+    _, pos, _ = _read_name(wire, pos + 2, memo, regions)  # skip SvcPriority; TargetName
     found: list[Address] = []
     rr_len = rd_end - rr_start
     while pos < rd_end:
@@ -241,7 +292,9 @@ def _svc_hints(
                 raise ScanError(f"bad {'ipv4hint' if size == 4 else 'ipv6hint'} length {vlen}")
             for a in range(pos, vend, size):
                 found.append(
-                    Address(owner, rtype, wire[a : a + size], SECTION_ANSWER, rr_start, rr_len)
+                    _tuple_new(
+                        Address, (owner, rtype, wire[a : a + size], 1, rr_start, rr_len)
+                    )
                 )
         pos = vend
     if pos != rd_end:  # only the TargetName can overrun: the loop stops at vend <= rd_end
@@ -259,95 +312,95 @@ def scan_response(wire: bytes) -> AnswerScan:
         ScanError: *wire* is malformed: short header, truncated record, bad
             compression pointer, malformed A/AAAA/CNAME/HTTPS/SVCB RDATA.
     """
+    # Hot path: literal type codes (1 A, 28 AAAA, 5 CNAME, 64 SVCB, 65 HTTPS, class 1 IN)
+    # instead of the module constants, which would cost a global lookup each.
     try:
-        return _scan(wire)
+        _id, flags, qdcount, ancount, nscount, arcount = _unpack_header(wire, 0)
+        memo: _Memo = {}
+        regions: _Regions = []
+        n = len(wire)
+        qname = ""
+        qtype = 0
+        pos = 12
+        if qdcount:
+            qname, pos, _ = _read_name(wire, pos, memo, regions)
+            qtype = _unpack_u16(wire, pos)[0]
+            pos += 4
+            for _ in range(1, qdcount):
+                pos = _skip_name(wire, pos) + 4
+        addresses: list[Address] = []
+        cnames: dict[str, str] | None = None
+        for _ in range(ancount):
+            rr_start = pos
+            first = wire[pos]
+            if first >= 0xC0:  # the usual owner: one pointer to a name read before
+                target = ((first & 0x3F) << 8) | wire[pos + 1]
+                pos += 2
+            else:
+                target = -1
+                pos = _skip_name(wire, pos)
+            rtype, rclass, _ttl, rdlen = _unpack_rr(wire, pos)
+            rd = pos + 10
+            pos = rd + rdlen
+            if pos > n:
+                raise ScanError(f"record at offset {rr_start} runs past the end of the message")
+            if rclass != 1 or rtype not in _WANTED:
+                continue
+            hit = memo.get(target)  # only names before this record are memoised: no loop
+            owner = hit[0] if hit is not None else _read_name(wire, rr_start, memo, regions)[0]
+            if rtype == 1 or rtype == 28:
+                if rdlen != (4 if rtype == 1 else 16):
+                    raise ScanError(f"bad rdlength {rdlen} for type {rtype} at {rr_start}")
+                addresses.append(
+                    _tuple_new(Address, (owner, rtype, wire[rd:pos], 1, rr_start, pos - rr_start))
+                )
+            elif rtype == 5:
+                cname, cname_end, _ = _read_name(wire, rd, memo, regions)
+                if cname_end != pos:
+                    raise ScanError(f"CNAME rdata does not match rdlength at {rr_start}")
+                if cnames is None:
+                    cnames = {owner: cname}
+                else:
+                    cnames.setdefault(owner, cname)
+            else:
+                addresses.extend(_svc_hints(wire, rd, pos, owner, rtype, rr_start, memo, regions))
+        for _ in range(nscount):
+            pos = _skip_name(wire, pos)
+            pos += 10 + _unpack_rr(wire, pos)[3]
+        additional: list[Address] = []
+        for _ in range(arcount):
+            rr_start = pos
+            pos = _skip_name(wire, pos)
+            rtype, rclass, _ttl, rdlen = _unpack_rr(wire, pos)
+            rd = pos + 10
+            pos = rd + rdlen
+            if pos > n:
+                raise ScanError(f"record at offset {rr_start} runs past the end of the message")
+            if (rtype == 1 or rtype == 28) and rclass == 1:
+                if rdlen != (4 if rtype == 1 else 16):
+                    raise ScanError(f"bad rdlength {rdlen} for type {rtype} at {rr_start}")
+                owner = _read_name(wire, rr_start, memo, regions)[0]
+                additional.append(
+                    _tuple_new(Address, (owner, rtype, wire[rd:pos], 3, rr_start, pos - rr_start))
+                )
     except (IndexError, struct.error):
         raise ScanError("truncated message") from None
-
-
-def _scan(wire: bytes) -> AnswerScan:
-    _id, flags, qdcount, ancount, nscount, arcount = _unpack_header(wire, 0)
-    memo: dict[int, tuple[str, int, int]] = {}
-    n = len(wire)
-    pos = 12
-    qname = ""
-    qtype = 0
-    for i in range(qdcount):
-        if i == 0:
-            qname, pos, _ = _read_name(wire, pos, memo)
-            qtype = _unpack_u16(wire, pos)[0]
-        else:
-            pos = _skip_name(wire, pos)
-        pos += 4
-    if pos > n:
-        raise IndexError
-    addresses: list[Address] = []
-    cnames: dict[str, str] = {}
-    for _ in range(ancount):
-        rr_start = pos
-        hit = memo.get(pos)
-        pos = hit[1] if hit is not None else _skip_name(wire, pos)
-        rtype, rclass, _ttl, rdlen = _unpack_rr(wire, pos)
-        rd = pos + 10
-        pos = rd + rdlen
-        if pos > n:
-            raise ScanError(f"record at offset {rr_start} runs past the end of the message")
-        if rclass != CLASS_IN:
-            continue
-        if rtype in (TYPE_A, TYPE_AAAA):
-            size = 4 if rtype == TYPE_A else 16
-            if rdlen != size:
-                raise ScanError(f"bad rdlength {rdlen} for type {rtype} at offset {rr_start}")
-            owner = _read_name(wire, rr_start, memo)[0]
-            addresses.append(
-                Address(owner, rtype, wire[rd:pos], SECTION_ANSWER, rr_start, pos - rr_start)
-            )
-        elif rtype == TYPE_CNAME:
-            owner = _read_name(wire, rr_start, memo)[0]
-            target, t_end, _ = _read_name(wire, rd, memo)
-            if t_end != pos:
-                raise ScanError(f"CNAME rdata does not match rdlength at offset {rr_start}")
-            cnames.setdefault(owner, target)
-        elif rtype in (TYPE_HTTPS, TYPE_SVCB):
-            owner = _read_name(wire, rr_start, memo)[0]
-            addresses.extend(_svc_hints(wire, rd, pos, owner, rtype, rr_start, memo))
-    for _ in range(nscount):
-        pos = _skip_name(wire, pos)
-        pos += 10 + _unpack_rr(wire, pos)[3]
-    if pos > n:
-        raise IndexError
-    additional: list[Address] = []
-    for _ in range(arcount):
-        rr_start = pos
-        pos = _skip_name(wire, pos)
-        rtype, rclass, _ttl, rdlen = _unpack_rr(wire, pos)
-        rd = pos + 10
-        pos = rd + rdlen
-        if pos > n:
-            raise ScanError(f"record at offset {rr_start} runs past the end of the message")
-        if (rtype in (TYPE_A, TYPE_AAAA)) and rclass == CLASS_IN:
-            if rdlen != (4 if rtype == TYPE_A else 16):
-                raise ScanError(f"bad rdlength {rdlen} for type {rtype} at offset {rr_start}")
-            owner = _read_name(wire, rr_start, memo)[0]
-            additional.append(
-                Address(owner, rtype, wire[rd:pos], SECTION_ADDITIONAL, rr_start, pos - rr_start)
-            )
-    if qdcount == 0:
-        chain: tuple[str, ...] = ()
-    elif not cnames:
-        chain = (qname,)
+    if pos > n:  # only an authority record can still overrun unchecked
+        raise ScanError("message ends inside the authority section")
+    if cnames is None:
+        chain: tuple[str, ...] = (qname,) if qdcount else ()
     else:
         names = [qname]
-        seen = {qname}
-        name = qname
+        name: str | None = qname
         for _ in range(MAX_CHAIN_HOPS):
-            name = cnames.get(name)  # type: ignore[assignment]
-            if name is None or name in seen:
+            name = cnames.get(name)  # type: ignore[arg-type]
+            if name is None or name in names:
                 break
             names.append(name)
-            seen.add(name)
-        chain = tuple(names)
-    return AnswerScan(qname, qtype, flags & 0xF, chain, tuple(addresses), tuple(additional))
+        chain = tuple(names) if qdcount else ()
+    return _tuple_new(
+        AnswerScan, (qname, qtype, flags & 0xF, chain, tuple(addresses), tuple(additional))
+    )
 
 
 # -- suffixes and judgement ------------------------------------------------------------------
@@ -365,17 +418,22 @@ class SuffixSet:
     ``notamazonaws.com``. The root (``.`` or ``""``) covers every name.
     """
 
-    __slots__ = ("_root", "_set", "_tails")
+    __slots__ = ("_regex", "_root", "_set", "_tails")
 
     def __init__(self, suffixes: Iterable[str]) -> None:
         if isinstance(suffixes, str):
             raise TypeError("SuffixSet takes an iterable of suffixes, not one string")
         found = frozenset(_normalise(s) for s in suffixes)
-        setter = object.__setattr__
+        setter = object.__setattr__  # the class refuses attribute assignment
         setter(self, "_set", found)
         setter(self, "_root", "" in found)
         # str.endswith with a tuple is a C-speed reject for names under none of them.
         setter(self, "_tails", tuple(s for s in found if s))
+        # Then the label-wise test in C: skip whole labels, fewest first (longest suffix
+        # wins), and the rest must be a suffix. Faster than a label walk in Python.
+        pattern = "|".join(re.escape(s) for s in sorted(found, key=len, reverse=True) if s)
+        regex = re.compile(rf"(?:[^.]*\.)*?({pattern})\Z") if pattern else re.compile(r"(?!)")
+        setter(self, "_regex", regex.match)
 
     def matches(self, name: str) -> str | None:
         """Return the longest suffix in the set that *name* is under, or None.
@@ -385,15 +443,14 @@ class SuffixSet:
         name = name.lower()
         if name.endswith("."):
             name = name.rstrip(".")
+        return self._match(name)
+
+    def _match(self, name: str) -> str | None:
+        """`matches` for a name already lower-case without a trailing dot (scan output)."""
         if name.endswith(self._tails):
-            suffixes = self._set
-            while True:
-                if name in suffixes:
-                    return name
-                dot = name.find(".")
-                if dot < 0:
-                    break
-                name = name[dot + 1 :]
+            found = self._regex(name)
+            if found is not None:
+                return found.group(1)
         return "" if self._root else None
 
     def __contains__(self, name: object) -> bool:
@@ -447,25 +504,30 @@ def judge(scan: AnswerScan, protected: SuffixSet, allowed: netsets.NetworkSet) -
     reach, e.g. past the hop limit). Then every answer-section address outside
     *allowed* is a violation, whatever its owner. Otherwise nothing is judged.
     """
-    match = protected.matches
+    match = protected._match
     name: str | None = None
     for candidate in scan.chain:
         if match(candidate) is not None:
             name = candidate
             break
     else:
+        last = None
         for a in scan.addresses:
-            if match(a.owner) is not None:
-                name = a.owner
+            owner = a.owner
+            if owner is last:  # owners of one RRset are one memoised string
+                continue
+            if match(owner) is not None:
+                name = owner
                 break
+            last = owner
         else:
             return _NOT_JUDGED
     inside = allowed.contains_packed
-    return Judgement(
-        name,
-        tuple(a for a in scan.addresses if not inside(a.packed)),
-        tuple(a for a in scan.additional_addresses if not inside(a.packed)),
-    )
+    bad = [a for a in scan.addresses if not inside(a.packed)]
+    extra = scan.additional_addresses
+    if extra:
+        extra = tuple([a for a in extra if not inside(a.packed)])
+    return _tuple_new(Judgement, (name, tuple(bad), extra))
 
 
 # -- stripping ---------------------------------------------------------------------------------
@@ -490,59 +552,63 @@ class _Record:
     end: int
     section: int
     index: int
+    pointers: list[int]  # positions of the compression pointers in its names
+    labels: list[int]  # offsets of the labels of its names: where a pointer may aim
 
 
-def _pointers_in_name(wire: bytes, off: int, out: list[int]) -> int:
-    """Walk the name at *off*, append the position of its pointer (if any); return its end."""
+def _walk_name(wire: bytes, off: int, pointers: list[int], labels: list[int]) -> int:
+    """Walk the name at *off* in place, noting its labels and pointer; return its end."""
     while True:
         length = wire[off]
-        if length == 0:
-            return off + 1
         if length >= 0xC0:
-            wire[off + 1]
-            out.append(off)
+            wire[off + 1]  # bounds check
+            pointers.append(off)
             return off + 2
         if length > 63:
             raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
+        labels.append(off)  # the root label too: a pointer may aim at it
+        if length == 0:
+            return off + 1
         off += length + 1
 
 
-def _layout(wire: bytes) -> tuple[list[_Record], list[int], list[list[int]]]:
-    """Return every record, the question's pointer positions and each record's pointers."""
+def _layout(wire: bytes) -> tuple[_Record, list[_Record]]:
+    """Return the question section (as a pseudo-record) and every resource record."""
     _id, _flags, qdcount, ancount, nscount, arcount = _unpack_header(wire, 0)
     n = len(wire)
     pos = 12
-    q_pointers: list[int] = []
+    question = _Record(12, 12, 0, 0, [], [])
     for _ in range(qdcount):
-        pos = _pointers_in_name(wire, pos, q_pointers) + 4
+        pos = _walk_name(wire, pos, question.pointers, question.labels) + 4
+    question.end = pos
     records: list[_Record] = []
-    pointers: list[list[int]] = []
     for section, count in (
         (SECTION_ANSWER, ancount), (SECTION_AUTHORITY, nscount), (SECTION_ADDITIONAL, arcount)
     ):
         for index in range(count):
-            start = pos
-            ptrs: list[int] = []
-            pos = _pointers_in_name(wire, pos, ptrs)
+            rec = _Record(pos, 0, section, index, [], [])
+            pos = _walk_name(wire, pos, rec.pointers, rec.labels)
             rtype, _rclass, _ttl, rdlen = _unpack_rr(wire, pos)
             rd = pos + 10
             pos = rd + rdlen
             if pos > n:
-                raise ScanError(f"record at offset {start} runs past the end of the message")
+                raise ScanError(f"record at offset {rec.offset} runs past the end of the message")
             for step in _NAME_LAYOUTS.get(rtype, ()):
                 if rd >= pos:
                     break
                 if step == "n":
-                    rd = _pointers_in_name(wire, rd, ptrs)
+                    rd = _walk_name(wire, rd, rec.pointers, rec.labels)
                 elif step == "s":
                     rd += 1 + wire[rd]
                 else:
                     rd += step  # type: ignore[operator]
-            records.append(_Record(start, pos, section, index))
-            pointers.append(ptrs)
+            if rd > pos:
+                raise ScanError(f"rdata of the record at offset {rec.offset} overruns it")
+            rec.end = pos
+            records.append(rec)
     if pos > n:
-        raise IndexError
-    return records, q_pointers, pointers
+        raise ScanError("message ends inside the question section")
+    return question, records
 
 
 def strip_records(wire: bytes, addresses: Iterable[Address]) -> bytes:
@@ -550,54 +616,49 @@ def strip_records(wire: bytes, addresses: Iterable[Address]) -> bytes:
 
     Whole records go: an HTTPS/SVCB record with one bad hint is dropped entirely
     (hints are only hints; the client falls back to A/AAAA queries). Several
-    addresses of one record are fine. Compression pointers that point past a
-    removed record are moved down. If a remaining pointer points *into* a removed
-    record, the message is rebuilt with dnslib instead (rare: compressors point at
-    the first occurrence of a name, normally the question).
+    addresses of one record are fine. Compression pointers that aim past a removed
+    record are moved down. If a remaining pointer aims anywhere but a label of a
+    remaining name (into a removed record, say, or into bytes that are no name), the
+    message is rebuilt with dnslib instead: rare, as compressors aim at the first
+    occurrence of a name, normally the question.
 
     Raises:
-        ScanError: *wire* is malformed, or an address does not match a record of
-            *wire* (it came from another message).
+        ScanError: *wire* is malformed (also when dnslib cannot rebuild it), or an
+            address does not match a record of *wire* (it came from another message).
     """
     try:
-        records, q_pointers, pointers = _layout(wire)
+        question, records = _layout(wire)
     except (IndexError, struct.error):
         raise ScanError("truncated message") from None
-    by_offset = {r.offset: i for i, r in enumerate(records)}
-    drop: set[int] = set()
+    by_offset = {r.offset: r for r in records}
+    drop: dict[int, _Record] = {}
     for a in addresses:
-        i = by_offset.get(a.offset)
-        if i is None or records[i].end - a.offset != a.length or records[i].section != a.section:
+        rec = by_offset.get(a.offset)
+        if rec is None or rec.end - rec.offset != a.length or rec.section != a.section:
             raise ScanError(f"no record at offset {a.offset} length {a.length} in this message")
-        drop.add(i)
+        drop[rec.offset] = rec
     if not drop:
         return wire
-    removed = sorted((records[i].offset, records[i].end) for i in drop)
-
-    def moved(target: int) -> int | None:
-        """Return where *target* lands after removal, or None if it was removed."""
-        shift = 0
-        for start, end in removed:
-            if target < start:
-                break
-            if target < end:
-                return None
-            shift += end - start
-        return target - shift
-
+    kept = [question] + [r for r in records if r.offset not in drop]
+    targets = {label for r in kept for label in r.labels}
+    removed = sorted((r.offset, r.end) for r in drop.values())
     out = bytearray(wire)
-    kept_pointers = q_pointers + [p for i, ps in enumerate(pointers) if i not in drop for p in ps]
-    for p in kept_pointers:
-        target = ((wire[p] & 0x3F) << 8) | wire[p + 1]
-        new = moved(target)
-        if new is None:
-            return _rebuild(wire, [records[i] for i in drop])
-        if new != target:
-            out[p] = 0xC0 | (new >> 8)
-            out[p + 1] = new & 0xFF
+    for rec in kept:
+        for p in rec.pointers:
+            target = ((wire[p] & 0x3F) << 8) | wire[p + 1]
+            if target not in targets:  # a removed name, or not a name at all
+                return _rebuild(wire, list(drop.values()))
+            new = target
+            for start, end in removed:
+                if target < start:
+                    break
+                new -= end - start
+            if new != target:
+                out[p] = 0xC0 | (new >> 8)
+                out[p + 1] = new & 0xFF
     counts = list(_unpack_header(wire, 0))
-    for i in drop:
-        counts[2 + records[i].section] -= 1
+    for rec in drop.values():
+        counts[2 + rec.section] -= 1
     _HEADER.pack_into(out, 0, *counts)
     pieces = []
     last = 0

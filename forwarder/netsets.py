@@ -30,6 +30,7 @@ _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:0:0/96 (RFC 4291)
 _NAT64_WKP_PREFIX = b"\x00\x64\xff\x9b" + bytes(8)  # 64:ff9b::/96 (RFC 6052)
 
 _from_bytes = int.from_bytes
+_bisect_right = bisect.bisect_right
 _inet_pton = socket.inet_pton
 _AF_INET = socket.AF_INET
 _AF_INET6 = socket.AF_INET6
@@ -123,20 +124,19 @@ class NetworkSet:
         size = len(packed)
         if size == 4:
             x = _from_bytes(packed, "big")
-            starts = self._v4_starts
-            i = bisect.bisect_right(starts, x) - 1
-            return i >= 0 and x <= self._v4_ends[i]
+            i = _bisect_right(self._v4_starts, x)
+            return i > 0 and x <= self._v4_ends[i - 1]
         if size != 16:
             raise ValueError(f"address must be 4 or 16 bytes, got {size}")
         head = packed[:12]
-        if head in (_V4_MAPPED_PREFIX, _NAT64_WKP_PREFIX):
+        if head == _V4_MAPPED_PREFIX or head == _NAT64_WKP_PREFIX:  # noqa: SIM109  (no tuple)
             x = _from_bytes(packed[12:], "big")
-            i = bisect.bisect_right(self._v4_starts, x) - 1
-            if i >= 0 and x <= self._v4_ends[i]:
+            i = _bisect_right(self._v4_starts, x)
+            if i > 0 and x <= self._v4_ends[i - 1]:
                 return True
         x = _from_bytes(packed, "big")
-        i = bisect.bisect_right(self._v6_starts, x) - 1
-        return i >= 0 and x <= self._v6_ends[i]
+        i = _bisect_right(self._v6_starts, x)
+        return i > 0 and x <= self._v6_ends[i - 1]
 
     def contains(self, address: str | bytes | IPAddress) -> bool:
         """Answer whether *address* (text, packed bytes or `ipaddress` object) is inside.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from forwarder import netsets
 from forwarder.config import model
 from forwarder.errors import ConfigProblem
 
@@ -63,6 +64,7 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
         if model.Violation.REWRITE_CNAME in actions and not any(t.cname for _, t in policy.rewrite):
             problems.append(ConfigProblem(
                 f"{path}.rewrite", "on_violation rewrite_cname needs a CNAME under rewrite"))
+        _check_rewrite_addresses(policy, path, problems)
 
     for group in cfg.upstreams:
         if group.canary and group.canary.policy and group.canary.policy not in policies:
@@ -77,3 +79,20 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
 
     if cfg.cache.min_ttl > cfg.cache.max_ttl:
         problems.append(ConfigProblem("cache.min_ttl", "is larger than cache.max_ttl"))
+
+
+def _check_rewrite_addresses(policy: model.Policy, path: str,
+                             problems: list[ConfigProblem]) -> None:
+    """A rewrite to an address outside `allowed` would hand out what the policy forbids."""
+    try:
+        allowed = netsets.NetworkSet.parse(policy.allowed)
+    except ValueError:
+        return  # parse reported the bad network
+    for key, target in policy.rewrite:
+        for rtype, values in (("A", target.a), ("AAAA", target.aaaa)):
+            for i, value in enumerate(values):
+                if not netsets.in_networks(value, allowed):
+                    problems.append(ConfigProblem(
+                        f"{path}.rewrite.{key}.{rtype}[{i}]",
+                        f"{value} is outside the allowed networks of this policy "
+                        f"({allowed}); a rewritten answer must pass the policy itself"))

@@ -122,6 +122,9 @@ def test_every_problem_is_listed() -> None:
      "policies.p.rewrite: on_violation rewrite needs addresses under rewrite"),
     ("zones: [{match: ., action: refuse}]\npolicies: {p: {on_violation: fallback}}",
      "policies.p.fallback: required when on_violation is fallback"),
+    ("zones: [{match: ., action: refuse}]\npolicies: {p: {on_violation: rewrite, rewrite: "
+     "{s3.amazonaws.com: {A: [10.0.0.1, 52.219.1.1]}}}}",
+     "policies.p.rewrite.s3.amazonaws.com.A[1]: 52.219.1.1 is outside the allowed networks"),
     ("zones: [{match: ., action: refuse}]\npolicies: {p: {allowed: [10.0.0.0/33]}}",
      "policies.p.allowed[0]: '10.0.0.0/33' is not an IP network"),
     ("zones: [{match: .}]", "zones[0]: a rule needs `upstream: GROUP`"),
