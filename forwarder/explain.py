@@ -1,0 +1,184 @@
+"""`forwarder explain NAME [TYPE] -c FILE`: one query through the real pipeline, with tracing
+on, and every step printed: the rule, the upstream group and server asked, the raw upstream
+answer, the policy verdict with its reasons, and the answer the client would get.
+
+No listener is started: the query is built on the wire as from 127.0.0.1 over UDP with a
+65535-byte buffer (nothing truncates), and handed to `Pipeline.fast` and `Pipeline.resolve`
+of a Runtime built from the file (so the cache starts empty and the upstream is asked).
+
+Exit codes: 0 an answer was produced (whatever its rcode), 1 none was (every upstream
+failed, the query was dropped, or an internal error), 2 the configuration or the type is
+invalid.
+"""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from typing import TextIO
+
+from forwarder import message, runtime, wire
+from forwarder.config import model
+from forwarder.errors import ConfigError
+from forwarder.pipeline import DROP, Pipeline
+from forwarder.query import Query, Reply
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+CLIENT = ("127.0.0.1", 53000)
+INDENT = "    "
+
+
+def make_query(name: str, qtype: int) -> Query:
+    """The query a dig-like client would send: RD, EDNS with a 65535-byte buffer. Raises
+    ValueError for a name that is not a domain name."""
+    qname = wire.text_to_name(name)
+    data = wire.upstream_query(secrets.randbits(16), wire.RD,
+                               wire.question_of(qname, qtype, 1), False)
+    q = Query.from_wire(data, CLIENT, "udp", time.monotonic())
+    q.udp_size = 65535
+    q.trace = []
+    return q
+
+
+async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
+                  out: TextIO | None = None) -> int:
+    """Resolves one name under *cfg* and prints each step to *out*; answers the exit code."""
+    out = out or sys.stdout
+    try:
+        qtype = wire.qtype_from_text(qtype_text)
+        q = make_query(name, qtype)
+    except (ValueError, UnicodeError) as e:
+        print(f"forwarder explain: {e}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        rt = runtime.build(cfg)
+    except ConfigError as e:
+        print(e.render(), file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        pipeline = Pipeline(runtime.RuntimeHolder(rt))
+        reply = pipeline.fast(q)
+        if reply is None:
+            reply = await pipeline.resolve(q)
+    finally:
+        rt.close()
+    report(cfg, q, reply, out)
+    if reply is DROP or reply.answered_by == "error":
+        return EXIT_FAILURE
+    return EXIT_OK
+
+
+def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
+    """Prints what happened to *q*, section by section."""
+
+    def say(label: str, text: str) -> None:
+        print(f"{label + ':':<14}{text}", file=out)
+
+    say("query", f"{q.name} {q.type_name} (client {q.client[0]}, {q.transport})")
+    rule = q.rule
+    if rule is None:
+        say("rule", "none matches this name")
+    else:
+        what = {model.RuleAction.FORWARD: f"forward to group {rule.upstream}",
+                model.RuleAction.LOCAL: "answer from local records",
+                model.RuleAction.REFUSE: "refuse"}[rule.action]
+        policy = f", policy {rule.policy}" if rule.policy else ""
+        named = f" ({rule.name})" if rule.name != rule.match else ""
+        say("rule", f"zones[{rule.index}]{named} match {rule.match!r}: {what}{policy}")
+    tries = [step.removeprefix("ask ").replace(f" in group {q.group}", "")
+             for step in q.trace or () if step.startswith("ask ")]
+    if q.group is not None:
+        asked = "; ".join(tries) or "nothing (no upstream was asked)"
+        say("upstream", f"group {q.group}: asked {asked}")
+    elif rule is not None and rule.action is model.RuleAction.LOCAL:
+        say("upstream", "none: local records")
+    else:
+        say("upstream", "none asked")
+    raw = q.upstream_reply
+    if raw is not None:
+        say("raw answer", f"{message.rcode_to_text(raw.rcode)} from {raw.server or '?'}")
+        _records(raw.wire, out)
+        for code, text in raw.ede:
+            print(f"{INDENT}EDE {code}: {text}", file=out)
+    elif q.group is not None:
+        say("raw answer", "none: no server answered")
+    say("verdict", _verdict(cfg, q))
+    policy_name = rule.policy if rule is not None else None
+    for step in q.trace or ():
+        if policy_name is not None and step.startswith(f"policy {policy_name}:"):
+            print(f"{INDENT}{step.removeprefix(f'policy {policy_name}: ')}", file=out)
+    if reply is DROP:
+        say("final answer", "none: the query is dropped (no response is sent)")
+    else:
+        flags = " (authoritative)" if wire.U16.unpack_from(reply.wire, 2)[0] & wire.AA else ""
+        say("final answer", f"{message.rcode_to_text(reply.rcode)}{flags}, answered by "
+                            f"{reply.answered_by}")
+        _records(reply.to_client(q), out)
+        for code, text in reply.ede:
+            name = _EDE_NAMES.get(code, "")
+            print(f"{INDENT}EDE {code}{f' ({name})' if name else ''}: {text}", file=out)
+    if q.trace:
+        print("steps:", file=out)
+        for i, step in enumerate(q.trace, 1):
+            print(f"{INDENT}{i}. {step}", file=out)
+
+
+_EDE_NAMES = {0: "Other", 3: "Stale Answer", 4: "Forged Answer", 14: "Not Ready",
+              15: "Blocked", 18: "Prohibited", 22: "No Reachable Authority",
+              23: "Network Error"}
+
+
+def _verdict(cfg: model.Config, q: Query) -> str:
+    rule = q.rule
+    if rule is None or rule.action is model.RuleAction.REFUSE:
+        return "none: the query is refused before any answer is judged"
+    if rule.action is model.RuleAction.LOCAL:
+        return "none: local records are not judged"
+    if rule.policy is None:
+        return "none: this rule has no answer policy"
+    if q.verdict is None:
+        return f"none: policy {rule.policy} did not run (no upstream answer)"
+    if q.verdict == "not_protected":
+        return f"not judged: no name in the answer is protected by policy {rule.policy}"
+    policy = cfg.policy_named(rule.policy)
+    mode = policy.mode.value if policy is not None else "?"
+    if q.verdict == "violation":
+        if mode == model.PolicyMode.MONITOR:
+            return (f"violation (policy {rule.policy}, mode monitor): would {q.action}; "
+                    "the answer passes unchanged")
+        return f"violation (policy {rule.policy}, mode {mode}): {q.action}"
+    return f"{q.verdict} (policy {rule.policy}, mode {mode})"
+
+
+def _records(data: bytes, out: TextIO) -> None:
+    """Prints the answer and authority records of a message, one per line, as dig does."""
+    try:
+        sections = message.parse_sections(data)
+    except ValueError as e:
+        print(f"{INDENT}(cannot show the records: {e})", file=out)
+        return
+    for section, records in (("", sections.answer), ("authority: ", sections.authority)):
+        for rec in records:
+            value = _absolute(rec.value) if rec.type in _NAME_TYPES else rec.value
+            print(f"{INDENT}{section}{_absolute(rec.name)} {rec.ttl} IN {rec.type} {value}",
+                  file=out)
+    if not sections.answer and not sections.authority:
+        print(f"{INDENT}(no records)", file=out)
+
+
+_NAME_TYPES = frozenset({"CNAME", "NS", "PTR", "DNAME"})
+
+
+def _absolute(name: str) -> str:
+    return name if name.endswith(".") else name + "."
+
+
+def main(name: str, qtype: str, config_path: str) -> int:
+    """`forwarder explain NAME [TYPE] -c FILE`."""
+    from forwarder import cli
+
+    cfg = cli.load_or_report(config_path)
+    if cfg is None:
+        return EXIT_CONFIG
+    return cli.run_loop(explain(cfg, name, qtype))

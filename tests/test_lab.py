@@ -1,0 +1,128 @@
+"""`forwarder lab` as a newcomer runs it: simulated resolvers, the forwarder with
+config/lab.yaml, the scripted queries and their table; `--serve` answers dig until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import signal
+import socket
+import sys
+
+import dns.asyncquery
+import dns.edns
+import dns.message
+import dns.rcode
+
+from forwarder import lab
+
+FORWARDER = [sys.executable, "-m", "forwarder"]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def row(out: str, name: str) -> str:
+    """The table line of *name* (its first column)."""
+    return next(line for line in out.splitlines() if line.split(" ", 1)[0] == name)
+
+
+async def test_lab_runs_every_scenario_and_exits_0() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *FORWARDER, "lab", "--port", str(free_port()),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out_b, err_b = await asyncio.wait_for(proc.communicate(), 30)
+    out, err = out_b.decode(), err_b.decode()
+    assert proc.returncode == 0, out + err
+    n = len(lab.SCENARIOS)
+    assert f"{n} of {n} scenarios as expected" in out
+    for scenario in lab.SCENARIOS:
+        assert row(out, scenario.name).endswith("ok"), row(out, scenario.name)
+    # the rows a newcomer reads, column by column
+    rewrite = row(out, "s3.ap-northeast-3.amazonaws.com").split()
+    assert rewrite[1:5] == ["A", "vpc-gateway", "NOERROR", "52.219.4.18"]
+    assert "violation -> rewrite" in row(out, "s3.ap-northeast-3.amazonaws.com")
+    assert "NOERROR 10.3.1.15 10.3.2.15 EDE 4" in row(out, "s3.ap-northeast-3.amazonaws.com")
+    assert "SERVFAIL EDE 15" in row(out, "s3.us-east-1.amazonaws.com")
+    assert "pass" in row(out, "my-bucket.s3.ap-northeast-1.amazonaws.com").split()
+    monitor = row(out, "ec2.ap-northeast-3.amazonaws.com")
+    assert "violation, monitor: would servfail" in monitor
+    assert "NOERROR 15.152.5.10" in monitor and "EDE" not in monitor
+    assert "local records" in row(out, "internal.example.com")
+    assert "NOERROR 10.0.100.21" in row(out, "internal.example.com")
+    assert "not judged" in row(out, "www.example.org")
+    assert "corp-downloads.s3.us-east-1.amazonaws.com (CNAME target of " \
+           "downloads.corp.example.com)" in out
+    assert 'mode="monitor",policy="osaka-monitor"' in out  # the leak was counted
+
+
+async def test_broken_expectation_exits_3() -> None:
+    """A scenario whose expectation cannot match: the row says MISMATCH and what was
+    expected, and the exit code is 3."""
+    impossible = lab.Scenario("test", "s3.ap-northeast-1.amazonaws.com", "A", "r53-inbound",
+                              "pass", "NOERROR", ("10.9.9.9",))
+    good = lab.SCENARIOS[0]
+    out = io.StringIO()
+    code = await lab.run(port=free_port(), scenarios=[good, impossible], out=out)
+    text = out.getvalue()
+    assert code == lab.EXIT_MISMATCH == 3
+    assert "1 of 2 scenarios as expected" in text
+    assert "MISMATCH" in text
+    assert "expected: asked r53-inbound, verdict 'pass', client got NOERROR 10.9.9.9" in text
+
+
+async def test_taken_resolver_port_moves_to_a_free_one() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocker:
+        with contextlib.suppress(OSError):  # already taken by someone else: just as good
+            blocker.bind(("127.0.0.1", 15402))
+        out = io.StringIO()
+        code = await lab.run(port=free_port(), scenarios=lab.SCENARIOS[6:9], out=out)
+    assert code == 0, out.getvalue()
+    assert "note: 127.0.0.1:15402 is taken; the simulated vpc-gateway resolver listens on" \
+        in out.getvalue()
+
+
+async def test_forwarder_port_in_use_exits_1() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocker:
+        blocker.bind(("127.0.0.1", 0))
+        port = blocker.getsockname()[1]
+        code = await lab.run(port=port, scenarios=lab.SCENARIOS[:1], out=io.StringIO())
+    assert code == lab.EXIT_FAILURE
+
+
+async def test_serve_answers_dig_until_sigterm() -> None:
+    """--serve: after the table it prints dig commands and keeps answering, both the
+    forwarder (rewritten, EDE 4) and the simulated resolver (raw public answer); SIGTERM
+    stops it with the table's exit code."""
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *FORWARDER, "lab", "--serve", "--port", str(port),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+    assert proc.stdout is not None
+    try:
+        lines = []
+        while not lines or not lines[-1].startswith("Serving until Ctrl-C"):
+            line = await asyncio.wait_for(proc.stdout.readline(), 30)
+            assert line, "lab exited before serving: " + "".join(lines)
+            lines.append(line.decode())
+        commands = [(await asyncio.wait_for(proc.stdout.readline(), 5)).decode()
+                    for _ in range(3)]
+        resolver_port = int(commands[0].split("-p ")[1].split()[0])
+        assert f"dig @127.0.0.1 -p {port} s3.ap-northeast-3.amazonaws.com" in commands[1]
+
+        q = dns.message.make_query("s3.ap-northeast-3.amazonaws.com", "A", use_edns=0)
+        client = await dns.asyncquery.udp(q, "127.0.0.1", port=port, timeout=3)
+        raw = await dns.asyncquery.tcp(q, "127.0.0.1", port=resolver_port, timeout=3)
+        assert client.rcode() == dns.rcode.NOERROR
+        assert sorted(rr.address for rr in client.answer[0]) == ["10.3.1.15", "10.3.2.15"]
+        assert [o.code for o in client.options if o.otype == dns.edns.EDE] == [4]
+        assert sorted(rr.address for rr in raw.answer[0]) == ["52.219.4.18", "52.219.8.20"]
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 10)
+    assert code == 0
