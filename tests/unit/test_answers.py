@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from collections.abc import Sequence
 
 import dns.message
 import dns.name
@@ -26,9 +27,9 @@ RR = tuple[str, str, tuple[str, ...]]  # owner, type, rdata texts
 def response(
     qname: str,
     qtype: str = "A",
-    answer: list[RR] = (),  # type: ignore[assignment]
-    additional: list[RR] = (),  # type: ignore[assignment]
-    authority: list[RR] = (),  # type: ignore[assignment]
+    answer: Sequence[RR] = (),
+    additional: Sequence[RR] = (),
+    authority: Sequence[RR] = (),
     edns: bool = False,
     rcode: int = 0,
 ) -> bytes:
