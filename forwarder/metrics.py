@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import platform
 
+import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from forwarder import __version__, wire
+
+# no `_created` series: they double the exposition for a timestamp Prometheus does not need
+prometheus_client.disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -79,6 +83,9 @@ upstream_healthy = Gauge("forwarder_upstream_healthy",
 upstream_canary_ok = Gauge("forwarder_upstream_canary_ok",
                            "1 if the group's canary name resolves to allowed addresses, else 0.",
                            ["group"], registry=REGISTRY)
+upstream_health_checks = Counter("forwarder_upstream_health_checks_total",
+                                 "Active health-check probes sent, by result (success, failure).",
+                                 ["group", "server", "result"], registry=REGISTRY)
 
 # --- policy and hooks -------------------------------------------------------------------------
 policy_verdicts = Counter("forwarder_policy_verdicts_total",

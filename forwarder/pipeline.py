@@ -56,7 +56,8 @@ class Pipeline:
             return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
                                "no zone rule matches this name", by="router")
         q.rule = rule
-        q.note(f"rule zones[{rule.index}] match {rule.match!r} -> {rule.action.value}")
+        if q.trace is not None:  # no formatting on the hit path unless explaining
+            q.note(f"rule zones[{rule.index}] match {rule.match!r} -> {rule.action.value}")
         if rule.action is RuleAction.REFUSE:
             return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
                                f"refused by rule {rule.name}", by="router")

@@ -1,14 +1,199 @@
-"""JSON query log: one line per query, written off the event loop through a bounded queue."""
+"""JSON query log: one line per answered query, written off the event loop.
+
+`QueryLog.record` runs on the event loop for every answered query. It samples, copies the
+fields it needs into a tuple and hands that to a bounded queue without waiting: when the
+queue is full the line is dropped and counted (forwarder_querylog_dropped_total), never
+the query. A writer thread turns each tuple into JSON (reading the answer addresses from
+the reply's wire form there, not on the loop) and writes it to the file or to stdout,
+flushing whenever it has caught up. A reload with the same settings keeps the log and
+reopens the file, so that rotated logs are let go.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import datetime
+import json
+import logging
+import queue
+import random
+import sys
+import threading
+import time
+from typing import IO, TYPE_CHECKING, Any
 
+from forwarder import answers, metrics, wire
 from forwarder.config import model
+from forwarder.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:
+    from forwarder.query import Query, Reply
     from forwarder.runtime import Runtime
+
+log = logging.getLogger("forwarder")
+
+CLOSE_TIMEOUT = 2.0  # seconds to write what is queued when the log closes
+_STOP = object()
+_UTC = datetime.UTC
+
+
+class QueryLog:
+    """Writes sampled query records as JSON lines from a background thread."""
+
+    def __init__(self, settings: model.QueryLogSettings) -> None:
+        """Opens the destination. Raises OSError when the file cannot be opened."""
+        self.settings = settings
+        self.sample = settings.sample
+        self.owner: Any = None  # the Runtime that closes this log (a reload may hand it on)
+        self._to_stdout = settings.path == "stdout"
+        self._out: IO[str] = self._open()
+        self._reopen = False
+        self._closed = False
+        self._queue: queue.Queue[Any] = queue.Queue(settings.queue_size)
+        self._thread = threading.Thread(target=self._write_loop, name="forwarder-querylog",
+                                        daemon=True)
+        self._thread.start()
+
+    def _open(self) -> IO[str]:
+        if self._to_stdout:
+            return sys.stdout
+        return open(self.settings.path, "a", encoding="utf-8")
+
+    # -- on the event loop -----------------------------------------------------------------
+
+    def record(self, q: Query, reply: Reply, now: float) -> None:
+        """Queues the line for *q* answered with *reply* at loop time *now*, if sampled."""
+        if self._closed or (self.sample < 1.0 and random.random() >= self.sample):
+            return
+        rule = q.rule
+        item = (time.time(), q.client[0], q.transport, q.qname, q.qtype,
+                rule.name if rule is not None else None, q.group, q.server, q.upstream_rcode,
+                reply.wire, q.verdict, q.action, reply.ede, reply.rcode, reply.answered_by,
+                now - q.received)
+        try:
+            self._queue.put_nowait(item)
+        except queue.Full:
+            metrics.querylog_dropped.inc()
+
+    def reopen(self) -> None:
+        """Asks the writer to reopen the file before its next line (after log rotation)."""
+        self._reopen = True
+
+    def close(self) -> None:
+        """Writes what is queued (waiting at most CLOSE_TIMEOUT), then closes the file."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._queue.put(_STOP, timeout=CLOSE_TIMEOUT)
+        except queue.Full:
+            log.warning("query log: writer is stuck; lines still queued are lost")
+            return
+        self._thread.join(CLOSE_TIMEOUT)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Blocks until every line queued so far is written and flushed; answers whether that
+        happened within *timeout* seconds. Call it from a thread, never the event loop."""
+        deadline = time.monotonic() + timeout
+        done = self._queue.all_tasks_done
+        with done:
+            while self._queue.unfinished_tasks:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                done.wait(remaining)
+        return True
+
+    # -- on the writer thread --------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        pending = 0
+        stop = False
+        while not stop:
+            item = self._queue.get()
+            pending += 1
+            if item is _STOP:
+                stop = True
+            else:
+                self._write(item)
+            if stop or self._queue.empty():
+                self._flush()
+                for _ in range(pending):
+                    self._queue.task_done()
+                pending = 0
+        if not self._to_stdout:
+            self._out.close()
+
+    def _write(self, item: tuple[Any, ...]) -> None:
+        try:
+            line = format_line(item)
+        except Exception:  # a record the formatter cannot handle costs its line only
+            log.exception("query log: cannot format a record")
+            metrics.querylog_dropped.inc()
+            return
+        try:
+            if self._reopen:
+                self._reopen = False
+                if not self._to_stdout:
+                    self._out.close()
+                    self._out = self._open()
+            self._out.write(line)
+        except (OSError, ValueError) as e:
+            metrics.querylog_dropped.inc()
+            log.warning("query log: cannot write to %s: %s", self.settings.path, e)
+
+    def _flush(self) -> None:
+        try:
+            self._out.flush()
+        except (OSError, ValueError) as e:
+            log.warning("query log: cannot flush %s: %s", self.settings.path, e)
+
+
+def format_line(item: tuple[Any, ...]) -> str:
+    """Turns one queued record into its JSON line (with the newline)."""
+    (stamp, client, protocol, qname, qtype, rule, group, server, upstream_rcode, reply_wire,
+     verdict, action, ede, rcode, answered_by, latency) = item
+    try:
+        addresses = [a.text for a in answers.scan_response(reply_wire).addresses]
+    except answers.ScanError:
+        addresses = []
+    when = datetime.datetime.fromtimestamp(stamp, _UTC)
+    return json.dumps({
+        "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "client": client,
+        "protocol": protocol,
+        "name": wire.name_to_text(qname),
+        "type": wire.qtype_to_text(qtype),
+        "rule": rule,
+        "group": group,
+        "server": server,
+        "upstream_rcode": metrics.rcode_label(upstream_rcode) if upstream_rcode is not None
+        else None,
+        "answers": addresses,
+        "verdict": verdict,
+        "action": action,
+        "ede": [{"code": code, "text": text} for code, text in ede],
+        "rcode": metrics.rcode_label(rcode),
+        "answered_by": answered_by,
+        "latency_ms": round(latency * 1000, 3),
+    }, separators=(",", ":")) + "\n"
 
 
 def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.querylog` for *cfg* (left empty when the config does not use it)."""
+    """Sets `rt.querylog` for *cfg* (left empty when the config does not use it). A reload
+    with unchanged settings keeps the running log. Raises ConfigError if the file cannot be
+    opened."""
+    settings = cfg.querylog
+    if not settings.enabled:
+        return
+    old = previous.querylog if previous is not None else None
+    if isinstance(old, QueryLog) and old.settings == settings and not old._closed:
+        old.reopen()
+        old.owner = rt
+        rt.querylog = old
+        return
+    try:
+        rt.querylog = QueryLog(settings)
+    except OSError as e:
+        raise ConfigError(cfg.source, [ConfigProblem(
+            "querylog.path", f"cannot open {settings.path!r}: {e.strerror or e}")]) from None
+    rt.querylog.owner = rt

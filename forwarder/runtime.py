@@ -39,6 +39,10 @@ class Runtime:
 
     def close(self) -> None:
         """Releases what this runtime owns once no query uses it any more."""
+        if self.querylog is not None and self.querylog.owner is self:
+            self.querylog.close()  # not when a reload handed it on to the next runtime
+        if self.cache is not None:
+            self.cache.release(self)  # closes it unless a newer runtime shares it
 
 
 def _builders() -> tuple[Any, ...]:

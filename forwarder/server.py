@@ -4,6 +4,7 @@ SIGHUP (the old configuration keeps serving if the new one is invalid), drain on
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import signal
 import time
@@ -12,12 +13,14 @@ from typing import Any, Protocol
 
 from forwarder import config as config_mod
 from forwarder import metrics, runtime
-from forwarder.config.model import Config
+from forwarder.config.model import Config, Listener
 from forwarder.errors import ConfigError
 from forwarder.listeners import tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
 
 log = logging.getLogger("forwarder")
+
+PORT_ZERO_ATTEMPTS = 20  # listeners on port 0 (tests): UDP picks the port, TCP must get it too
 
 
 class Service(Protocol):
@@ -65,21 +68,38 @@ class Server:
 
     def bind(self) -> None:
         """Binds every listener socket (before privileges are dropped). Raises OSError."""
-        limits = self.config.limits
         try:
             for listener in self.config.listen:
-                port = listener.port
-                if "udp" in listener.protocols:
-                    sock = udp.bind(listener, limits.udp_buffer, self.reuse_port)
-                    port = sock.getsockname()[1]  # port 0: TCP takes the same port
-                    self.udp.append(udp.UdpListener(sock, self.pipeline, self.accounting))
-                if "tcp" in listener.protocols:
-                    bound = type(listener)(listener.address, port, listener.protocols)
-                    sock = tcp.bind(bound, self.reuse_port)
-                    self.tcp.append(tcp.TcpListener(sock, self.pipeline, self.accounting, limits))
+                for attempt in range(PORT_ZERO_ATTEMPTS):
+                    if self._bind_listener(listener, last=attempt == PORT_ZERO_ATTEMPTS - 1):
+                        break
         except OSError:
             self._close_sockets()
             raise
+
+    def _bind_listener(self, listener: Listener, last: bool) -> bool:
+        """Binds UDP and TCP for *listener*. Answers False when port 0 gave UDP a port that
+        TCP cannot have (a client socket in TIME_WAIT holds it): the caller tries again."""
+        limits = self.config.limits
+        port = listener.port
+        udp_sock = None
+        if "udp" in listener.protocols:
+            udp_sock = udp.bind(listener, limits.udp_buffer, self.reuse_port)
+            port = udp_sock.getsockname()[1]  # port 0: TCP takes the same port
+        if "tcp" in listener.protocols:
+            bound = type(listener)(listener.address, port, listener.protocols)
+            try:
+                sock = tcp.bind(bound, self.reuse_port)
+            except OSError as e:
+                if udp_sock is not None:
+                    udp_sock.close()
+                if listener.port == 0 and e.errno == errno.EADDRINUSE and not last:
+                    return False
+                raise
+            self.tcp.append(tcp.TcpListener(sock, self.pipeline, self.accounting, limits))
+        if udp_sock is not None:
+            self.udp.append(udp.UdpListener(udp_sock, self.pipeline, self.accounting))
+        return True
 
     async def start(self) -> None:
         """Binds (if not yet bound) and starts listening, then the background services."""

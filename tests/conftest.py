@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import dataclasses
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -90,3 +93,51 @@ def transport(request: pytest.FixtureRequest) -> str:
 
 def dump(cfg: dict[str, Any]) -> str:
     return yaml.safe_dump(cfg)
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+async def http_get(server: Server, path: str, method: str = "GET",
+                   raw: bytes | None = None) -> HttpResponse:
+    """Sends one HTTP/1.1 request (or *raw* bytes) to the server's metrics address."""
+    assert server.http_address is not None, "metrics are not enabled"
+    reader, writer = await asyncio.open_connection(*server.http_address)
+    try:
+        writer.write(raw or f"{method} {path} HTTP/1.1\r\nHost: forwarder\r\n\r\n".encode())
+        data = await asyncio.wait_for(reader.read(), 5.0)
+    finally:
+        writer.close()
+    head, _, body = data.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return HttpResponse(int(status_line.split(" ")[1]), headers, body)
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+async def scrape(server: Server) -> Samples:
+    """GETs /metrics and answers every sample as {(name, labels): value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    response = await http_get(server, "/metrics")
+    assert response.status == 200
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(response.body.decode())
+            for s in family.samples}
+
+
+def sample(samples: Samples, name: str, **labels: str) -> float:
+    """One sample's value from a `scrape`, 0 when the series does not exist yet."""
+    return samples.get((name, frozenset(labels.items())), 0.0)

@@ -50,6 +50,7 @@ class Group:
         self.name = cfg.name
         self.servers = servers or [ServerState(cfg.name, s) for s in cfg.servers]
         self.selection = selection.build(cfg.selection)
+        self.actively_checked = False  # set by the health service while it probes this group
         for s in self.servers:
             metrics.upstream_healthy.labels(self.name, s.label).set(1 if s.healthy else 0)
 
@@ -65,7 +66,10 @@ class Group:
         cfg = self.cfg
         loop = asyncio.get_running_loop()
         deadline = loop.time() + cfg.budget
-        order = selection.healthy_first(self.selection.order(self.servers))
+        # with active checks a down server is skipped (a probe brings it back); without them
+        # it is only moved last, so that a reply to a real query can bring it back
+        order = selection.healthy_first(self.selection.order(self.servers),
+                                        skip_down=self.actively_checked)
         failures: list[str] = []
         timeouts = 0
         last_reply: Reply | None = None
@@ -86,20 +90,21 @@ class Group:
                 self._failed(server, "timeout")
                 continue
             except FormError as e:
+                # the server answered: counted as an error, but not towards marking it down
                 failures.append(f"{server.label} sent a malformed reply ({e})")
-                self._failed(server, "malformed")
+                metrics.upstream_errors.labels(self.name, server.label, "malformed").inc()
                 continue
             except OSError as e:
                 failures.append(f"{server.label}: {e.strerror or e.__class__.__name__}")
                 self._failed(server, "network")
                 continue
+            self._answered(server)
             if reply.rcode in FAILOVER_RCODES:
                 kind = "servfail" if reply.rcode == wire.Rcode.SERVFAIL else "refused"
                 metrics.upstream_errors.labels(self.name, server.label, kind).inc()
                 failures.append(f"{server.label} answered {kind.upper()}")
                 last_reply = reply
                 continue
-            server.consecutive_failures = 0
             return reply
         if last_reply is not None:
             return last_reply
@@ -149,7 +154,15 @@ class Group:
             metrics.upstream_errors.labels(self.name, server.label, "tcp").inc()
             raise
 
+    def _answered(self, server: ServerState) -> None:
+        """Passive health: any reply ends a run of timeouts. Without active checks nothing
+        else would bring a server marked down back, so a reply does."""
+        server.consecutive_failures = 0
+        if not server.healthy and not self.actively_checked:
+            server.set_healthy(True)
+
     def _failed(self, server: ServerState, kind: str) -> None:
+        """Passive health: a timeout or network error; enough in a row mark the server down."""
         metrics.upstream_errors.labels(self.name, server.label, kind).inc()
         server.consecutive_failures += 1
         if server.consecutive_failures >= self.cfg.health.max_failures and server.healthy:

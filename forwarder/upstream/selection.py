@@ -54,9 +54,12 @@ def build(selection: Selection) -> Sequential | RoundRobin | Random | Fastest:
     return POLICIES[selection]()
 
 
-def healthy_first(ordered: list[ServerLike]) -> list[ServerLike]:
-    """Moves servers marked down behind the healthy ones (they are still tried when all are down)."""
+def healthy_first(ordered: list[ServerLike], skip_down: bool = False) -> list[ServerLike]:
+    """Moves servers marked down behind the healthy ones, or with *skip_down* leaves them out
+    while any server is up. Either way every server is tried when all are down."""
     up = [s for s in ordered if s.healthy]
-    if len(up) == len(ordered):
+    if len(up) == len(ordered) or not up:
         return ordered
+    if skip_down:
+        return up
     return up + [s for s in ordered if not s.healthy]

@@ -1,0 +1,133 @@
+"""Query log end to end: one JSON line per answered query with the fields operators search
+on, sampling, stdout, a reload that reopens the file, and a path that cannot be opened."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import dns.rcode
+import pytest
+
+from forwarder import config as config_mod
+from forwarder.errors import ConfigError
+from forwarder.server import Server
+from tests.conftest import forwarder_config, query, running
+from tests.fakes import FakeUpstream, answers
+
+FIELDS = {"time", "client", "protocol", "name", "type", "rule", "group", "server",
+          "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
+          "latency_ms"}
+
+
+def logged(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def querylog_config(upstream: FakeUpstream, path: Path | str, **querylog: Any) -> dict[str, Any]:
+    return forwarder_config(
+        {"g": [upstream.addr]},
+        zones=[{"match": "example.com", "upstream": "g", "name": "corp"},
+               {"match": "blocked.test", "action": "refuse"}],
+        querylog={"enabled": True, "path": str(path), **querylog})
+
+
+async def test_each_answered_query_is_one_json_line(upstream: FakeUpstream, transport: str,
+                                                    tmp_path: Path) -> None:
+    """Query log: an answered A, an NXDOMAIN and a refused name give three lines with the
+    client, rule, group, server, rcodes, addresses and latency."""
+    upstream.handler = answers({("www.example.com", "A"): ["A 192.0.2.1", "A 192.0.2.2"]})
+    path = tmp_path / "queries.jsonl"
+    async with running(querylog_config(upstream, path)) as srv:
+        await query(srv, transport, "WWW.Example.com", "A")
+        await query(srv, transport, "nx.example.com", "AAAA")
+        refused = await query(srv, transport, "x.blocked.test", "TXT")
+    assert refused.rcode() == dns.rcode.REFUSED
+    first, second, third = logged(path)  # the server's stop writes out what is queued
+
+    assert set(first) == FIELDS
+    assert first["time"].endswith("Z") and "T" in first["time"]
+    assert first["client"] == "127.0.0.1"
+    assert first["protocol"] == transport
+    assert (first["name"], first["type"]) == ("www.example.com", "A")
+    assert (first["rule"], first["group"], first["server"]) == ("corp", "g", upstream.addr)
+    assert (first["upstream_rcode"], first["rcode"]) == ("NOERROR", "NOERROR")
+    assert sorted(first["answers"]) == ["192.0.2.1", "192.0.2.2"]
+    assert first["answered_by"] == "upstream"
+    assert first["verdict"] is None and first["action"] is None  # no policy on this rule
+    assert first["ede"] == []
+    assert 0 <= first["latency_ms"] < 3000
+
+    assert (second["type"], second["rcode"], second["upstream_rcode"]) == \
+        ("AAAA", "NXDOMAIN", "NXDOMAIN")
+    assert second["answers"] == []
+
+    assert (third["rule"], third["group"], third["server"]) == ("blocked.test", None, None)
+    assert (third["rcode"], third["upstream_rcode"]) == ("REFUSED", None)
+    assert third["ede"] == [{"code": 18, "text": "refused by rule blocked.test"}]
+
+
+async def test_sample_zero_logs_nothing(upstream: FakeUpstream, tmp_path: Path) -> None:
+    path = tmp_path / "queries.jsonl"
+    async with running(querylog_config(upstream, path, sample=0.0)) as srv:
+        for i in range(5):
+            await query(srv, "udp", f"h{i}.example.com")
+    assert path.read_text() == ""
+
+
+async def test_half_sampling_logs_some_and_not_all(upstream: FakeUpstream,
+                                                   tmp_path: Path) -> None:
+    """Query log: sample 0.5 over 60 queries logs a fraction (the chance of all or none
+    is 2 * 2**-60)."""
+    path = tmp_path / "queries.jsonl"
+    async with running(querylog_config(upstream, path, sample=0.5)) as srv:
+        for i in range(60):
+            await query(srv, "udp", f"s{i}.example.com")
+    assert 0 < len(logged(path)) < 60
+
+
+async def test_stdout_destination(upstream: FakeUpstream,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    async with running(querylog_config(upstream, "stdout")) as srv:
+        await query(srv, "udp", "out.example.com")
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["name"] == "out.example.com" and line["rule"] == "corp"
+
+
+async def test_reload_keeps_the_log_and_reopens_the_file(upstream: FakeUpstream,
+                                                         tmp_path: Path) -> None:
+    """Query log: after the file is rotated away, a reload with the same settings writes the
+    next lines to a fresh file at the configured path."""
+    path = tmp_path / "queries.jsonl"
+    cfg = querylog_config(upstream, path)
+    async with running(cfg) as srv:
+        log = srv.runtime.querylog
+        await query(srv, "udp", "before.example.com")
+        assert await asyncio.to_thread(log.flush)
+        path.rename(tmp_path / "queries.jsonl.1")
+        srv.apply(config_mod.from_data(cfg))
+        assert srv.runtime.querylog is log
+        await query(srv, "udp", "after.example.com")
+    assert [r["name"] for r in logged(tmp_path / "queries.jsonl.1")] == ["before.example.com"]
+    assert [r["name"] for r in logged(path)] == ["after.example.com"]
+
+
+async def test_reload_with_other_settings_starts_a_new_log(upstream: FakeUpstream,
+                                                           tmp_path: Path) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    async with running(querylog_config(upstream, first)) as srv:
+        await query(srv, "udp", "one.example.com")
+        srv.apply(config_mod.from_data(querylog_config(upstream, second)))
+        await query(srv, "udp", "two.example.com")
+    assert [r["name"] for r in logged(first)] == ["one.example.com"]
+    assert [r["name"] for r in logged(second)] == ["two.example.com"]
+
+
+def test_a_path_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
+    cfg = config_mod.from_data(forwarder_config(
+        {"g": ["127.0.0.1:5301"]},
+        querylog={"enabled": True, "path": str(tmp_path / "missing" / "q.jsonl")}))
+    with pytest.raises(ConfigError, match=r"querylog\.path: cannot open"):
+        Server(cfg)

@@ -1,0 +1,91 @@
+"""QueryLog: the line format, and that a full queue drops and counts lines, never blocks."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import dns.message
+import dns.rrset
+import pytest
+
+from forwarder import metrics, querylog, wire
+from forwarder.config import model
+from forwarder.query import Query, Reply
+
+S3 = "s3.ap-northeast-1.amazonaws.com"
+
+
+def make_query(name: str = S3) -> Query:
+    data = dns.message.make_query(name, "A").to_wire()
+    return Query.from_wire(data, ("192.0.2.10", 40000), "udp", 100.0)
+
+
+def upstream_reply(q: Query, *addresses: str) -> Reply:
+    msg = dns.message.make_response(dns.message.from_wire(q.wire))
+    for address in addresses:
+        msg.answer.append(dns.rrset.from_text(f"{S3}.", 60, "IN", "A", address))
+    return Reply(msg.to_wire(), 0, "policy", ((4, f"{S3} rewritten by policy p"),), "10.0.0.2:53")
+
+
+def line_for(tmp_path: Path, q: Query, reply: Reply) -> dict[str, Any]:
+    """Logs one query through a real QueryLog and answers its line, parsed."""
+    path = tmp_path / "q.jsonl"
+    log = querylog.QueryLog(model.QueryLogSettings(True, str(path)))
+    log.record(q, reply, 100.0125)
+    log.close()
+    (line,) = path.read_text().splitlines()
+    return json.loads(line)
+
+
+def test_line_carries_the_policy_verdict_action_and_ede(tmp_path: Path) -> None:
+    """The policy stage records its verdict and action on the Query; the line shows them
+    with the final addresses and the upstream's own rcode."""
+    q = make_query()
+    q.group, q.server, q.upstream_rcode = "r53", "10.0.0.2:53", 0
+    q.verdict, q.action = "violation", "rewrite"
+    line = line_for(tmp_path, q, upstream_reply(q, "10.0.1.15"))
+    assert line["verdict"] == "violation" and line["action"] == "rewrite"
+    assert line["answers"] == ["10.0.1.15"]
+    assert line["ede"] == [{"code": 4, "text": f"{S3} rewritten by policy p"}]
+    assert line["client"] == "192.0.2.10"
+    assert line["rule"] is None  # no rule matched (e.g. refused by the acl)
+    assert line["latency_ms"] == 12.5
+
+
+def test_unreadable_answer_logs_no_addresses(tmp_path: Path) -> None:
+    q = make_query()
+    line = line_for(tmp_path, q, Reply(wire.synth_reply(q.flags, q.question, 2)[:14], 2, "error"))
+    assert line["answers"] == [] and line["rcode"] == "SERVFAIL"
+
+
+def test_a_full_queue_drops_and_counts_lines(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The writer is stuck on the first line; the queue (size 1) takes the second; the third
+    and fourth are dropped and counted, and `record` returned at once each time."""
+    entered, release = threading.Event(), threading.Event()
+    original = querylog.QueryLog._write
+
+    def stuck_write(self: querylog.QueryLog, item: tuple[Any, ...]) -> None:
+        entered.set()
+        release.wait(5)
+        original(self, item)
+
+    monkeypatch.setattr(querylog.QueryLog, "_write", stuck_write)
+    path = tmp_path / "q.jsonl"
+    log = querylog.QueryLog(model.QueryLogSettings(True, str(path), 1.0, queue_size=1))
+    q = make_query()
+    reply = upstream_reply(q, "10.0.1.15")
+    dropped = metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") or 0.0
+    log.record(q, reply, 100.0)
+    assert entered.wait(5)
+    for _ in range(3):
+        log.record(q, reply, 100.0)
+    assert metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") == dropped + 2
+    release.set()
+    log.close()
+    assert len(path.read_text().splitlines()) == 2
+    log.record(q, reply, 100.0)  # after close: ignored, not an error
+    assert metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") == dropped + 2
