@@ -38,6 +38,8 @@ mkdir -p -- "$workdir"
 
 config="listen: [{address: 127.0.0.1, port: $port}]
 upstreams: {up: {servers: [\"$upstream\"]}}
+allow_root: true
+metrics: {enabled: false}
 "
 if [ "${BENCH_MINIMAL:-0}" = 1 ]; then
   config="${config}zones: [{match: \".\", upstream: up}]
