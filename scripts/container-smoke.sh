@@ -156,8 +156,14 @@ fi
 
 # ---- 2. the container's command ---------------------------------------------------------
 
-log "starting: forwarder run -c ${config}"
-env -u NOTIFY_SOCKET "${dir}/venv/bin/forwarder" run -c "${config}" \
+# The image runs as a non-root user (USER 10053); so does this run when started as root.
+as_user=()
+if [[ $(id -u) -eq 0 ]]; then
+    chmod -R a+rX -- "${dir}"
+    as_user=(setpriv --reuid=10053 --regid=10053 --clear-groups --)
+fi
+log "starting: forwarder run -c ${config}${as_user:+ (as uid 10053)}"
+env -u NOTIFY_SOCKET "${as_user[@]}" "${dir}/venv/bin/forwarder" run -c "${config}" \
     >"${dir}/server.log" 2>&1 &
 server_pid=$!
 
