@@ -1,14 +1,503 @@
-"""Wire-format answer cache: TTL ageing, negative caching (RFC 2308), serve-stale (RFC 8767), coalescing."""
+"""Wire-format answer cache: TTL ageing, negative caching (RFC 2308), serve-stale (RFC 8767),
+coalescing of identical in-flight queries, and optional prefetch.
+
+The cache holds answers *after* the answer policy, so a blocked or rewritten answer comes
+back from the cache the same way, Extended DNS Errors included. An entry is the internal
+reply wire (no OPT record) plus the offset of every TTL field in it: a hit patches those
+TTLs for the entry's age and nothing else; the listener then patches the client's ID,
+question case (0x20) and OPT, and truncates to the client's buffer. No message is parsed on
+a hit, and hits within the same second of an entry's age share one Reply object.
+
+Key: (query name lower-cased, type, class, DO, CD), plus the zone rule's index and the
+upstream group asked, because rules can match on client networks and hooks can reroute.
+The key bytes are the lower-cased question plus those extras, so an entry stores its wire
+without the question and rebuilds it from the key when a hit needs it.
+
+What is cached, and for how long:
+
+- NOERROR with answers: each record's TTL is clamped to [min_ttl, max_ttl] (clients see the
+  clamped TTLs); the entry lives for the smallest TTL of the answer and authority records.
+- NXDOMAIN, and NOERROR without answers (NODATA): min(SOA TTL, SOA MINIMUM) of the SOA in
+  the authority section, capped by max_negative_ttl (RFC 2308 section 5); record TTLs are
+  lowered to it. min_ttl does not lengthen negative answers. A negative answer without an
+  SOA is not cached (RFC 2308 section 5: SHOULD NOT).
+- SERVFAIL from upstreams: servfail_ttl seconds (0: never). It never replaces an entry that
+  can still be served stale.
+- Answers the answer policy made (answered_by "policy") that carry no TTL of their own
+  (blocked with REFUSED or SERVFAIL, or NXDOMAIN/NODATA without SOA): the policy's `ttl`.
+- Never: truncated replies; FORMERR, NOTIMP, REFUSED and other rcodes from upstreams;
+  answers whose TTL works out at 0; replies that cannot be walked or whose question is not
+  the query's.
+
+Ages count in whole seconds of the monotonic clock, so an entry may expire up to a second
+early, never late.
+
+Serve-stale (RFC 8767): an expired entry stays servable for max_stale seconds. When a fetch
+fails (every upstream failed, or only SERVFAIL came back) or does not finish within
+stale_client_timeout, the client gets the expired answer with every TTL set to stale_ttl
+and EDE 3 (Stale Answer, answered_by "stale"); the fetch goes on in the background and
+refreshes the entry. After a failed refresh, the name is answered stale at once for
+stale_ttl seconds (the RFC's failure recheck timer) instead of waiting on upstreams again.
+
+Prefetch (off by default): an entry hit at least twice and asked again when less than 10% of
+its TTL is left is answered from the cache while a background fetch refreshes it.
+
+Eviction is LRU within max_entries; expired entries past their stale window are dropped
+when looked up.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
+import struct
+import time
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from forwarder import metrics, wire
 from forwarder.config import model
+from forwarder.errors import FormError, UpstreamError
+from forwarder.query import Query, Reply
 
 if TYPE_CHECKING:
     from forwarder.runtime import Runtime
 
+log = logging.getLogger("forwarder")
+
+TTL = struct.Struct("!I")
+KEY_EXTRA = struct.Struct("!HHBHH")  # qtype, qclass, DO<<1|CD, rule index, group id
+KEY_TAIL = 5  # bytes of KEY_EXTRA after qtype and qclass: key[:-KEY_TAIL] is the question
+STALE_EDE = (int(wire.Ede.STALE_ANSWER), "serving an expired answer: upstreams did not answer")
+PREFETCH_MIN_HITS = 2  # an entry hit this often is popular enough to refresh early
+PREFETCH_WINDOW = 0.1  # refresh once less than this fraction of the TTL remains
+RECHECK_LIMIT = 4096  # failed refreshes remembered before expired ones are swept
+DEFAULT_POLICY_TTL = 30
+TYPE_SOA = 6
+NOERROR = int(wire.Rcode.NOERROR)
+NXDOMAIN = int(wire.Rcode.NXDOMAIN)
+SERVFAIL = int(wire.Rcode.SERVFAIL)
+
+Fetch = Callable[[], Awaitable[Reply]]
+
+
+class Entry:
+    """One cached answer.
+
+    `body` is the stored wire without its question (the key holds it) until the first hit
+    builds `reply`; from then on `reply.wire` (aged by `age` seconds) is the only copy, and
+    older ages are derived from it (TTLs only go down). `stored` is the whole second it was
+    stored in and `ttl` how many seconds it is fresh.
+    """
+
+    __slots__ = ("age", "body", "ede", "hits", "offsets", "reply", "stored", "ttl")
+
+    def __init__(self, body: bytes, offsets: tuple[int, ...], ede: tuple[tuple[int, str], ...],
+                 stored: int, ttl: int) -> None:
+        self.body: bytes | None = body
+        self.reply: Reply | None = None
+        self.offsets = offsets
+        self.ede = ede
+        self.stored = stored
+        self.ttl = ttl
+        self.age = 0
+        self.hits = 0
+
+    def rcode(self) -> int:
+        data = self.body if self.body is not None else self.reply.wire  # type: ignore[union-attr]
+        return data[3] & 0xF
+
+
+class _Fetch:
+    """An upstream fetch in flight for one key, and how many queries wait on it."""
+
+    __slots__ = ("task", "waiters")
+
+    def __init__(self, task: asyncio.Task[Reply]) -> None:
+        self.task = task
+        self.waiters = 0
+
+
+class Cache:
+    """The answer cache of one runtime (shared with the next one when a reload keeps the
+    cache settings, rules, policies and upstream groups)."""
+
+    def __init__(self, cfg: model.Config,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = cfg.cache
+        self.clock = clock
+        self.closed = False
+        self._entries: OrderedDict[bytes, Entry] = OrderedDict()
+        self._inflight: dict[bytes, _Fetch] = {}
+        self._recheck: dict[bytes, float] = {}  # failed refreshes: answer stale until then
+        self._groups = {g.name: i + 1 for i, g in enumerate(cfg.upstreams)}
+        self._policy_ttl = {p.name: p.ttl for p in cfg.policies}
+        self._owners: weakref.WeakSet[Runtime] = weakref.WeakSet()
+        self._prefetch = cfg.cache.prefetch
+        self._second = 0  # one int object per second: entries stored in it share it
+        self._ints: dict[int, int] = {}  # TTL values shared between entries
+        self._count_hit = metrics.cache_hits.inc
+        self._count_miss = metrics.cache_misses.inc
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def key(self, q: Query) -> bytes | None:
+        """The cache key of *q* (routed: q.rule set), or None for a group the config lacks."""
+        rule = q.rule
+        assert rule is not None
+        group = q.group
+        gid = 0 if group is None or group == rule.upstream else self._groups.get(group)
+        if gid is None:
+            return None
+        return q.qname + KEY_EXTRA.pack(q.qtype, q.qclass, q.do << 1 | q.cd, rule.index, gid)
+
+    # --- lookups -----------------------------------------------------------------------
+
+    def get(self, q: Query) -> Reply | None:
+        """Answers a fresh cached reply to *q* (TTLs aged), or None. Needs q.rule set."""
+        rule = q.rule
+        group = q.group
+        if group is None or group == rule.upstream:  # type: ignore[union-attr]
+            key = q.qname + KEY_EXTRA.pack(q.qtype, q.qclass, q.do << 1 | q.cd,
+                                           rule.index, 0)  # type: ignore[union-attr]
+        else:
+            key = self.key(q)  # type: ignore[assignment]
+            if key is None:
+                return None
+        entry = self._entries.get(key)
+        if entry is None:
+            self._count_miss()
+            return None
+        now = self.clock()
+        age = int(now) - entry.stored
+        if age < entry.ttl:
+            if self._prefetch:
+                entry.hits += 1
+                if self._prefetch_due(key, entry, now):
+                    return None  # coalesce() answers from the entry and refreshes it
+            self._entries.move_to_end(key)
+            self._count_hit()
+            if age == entry.age and entry.reply is not None:
+                return entry.reply
+            return self._aged(key, entry, age)
+        self._count_miss()
+        return self._expired(key, entry, now)
+
+    def stale(self, q: Query) -> Reply | None:
+        """Answers what may be served when the upstreams failed for *q*: a fresh entry (one
+        may have arrived meanwhile), or an expired one within max_stale, or None."""
+        key = self.key(q)
+        entry = self._entries.get(key) if key is not None else None
+        if entry is None:
+            return None
+        now = self.clock()
+        age = int(now) - entry.stored
+        if age < entry.ttl:
+            return self._aged(key, entry, age)  # type: ignore[arg-type]
+        if not self._servable(entry, now):
+            return None
+        return self._stale_reply(key, entry)  # type: ignore[arg-type]
+
+    def _wire(self, key: bytes, entry: Entry) -> bytes:
+        """The entry's current wire: its reply's, or the stored body with the question."""
+        if entry.reply is not None:
+            return entry.reply.wire
+        body = entry.body
+        assert body is not None
+        return body[:12] + key[:-KEY_TAIL] + body[12:]
+
+    def _aged(self, key: bytes, entry: Entry, age: int) -> Reply:
+        """Builds (and keeps) the reply for *age*: every TTL lowered by the seconds since the
+        wire at hand was current, never below 0."""
+        if entry.reply is not None and age == entry.age:
+            return entry.reply
+        data = self._wire(key, entry)
+        delta = age - entry.age
+        if delta > 0 and entry.offsets:
+            buf = bytearray(data)
+            unpack, pack = TTL.unpack_from, TTL.pack_into
+            for off in entry.offsets:
+                ttl = unpack(buf, off)[0] - delta
+                pack(buf, off, ttl if ttl > 0 else 0)
+            data = bytes(buf)
+        reply = Reply(data, data[3] & 0xF, "cache", entry.ede)
+        entry.reply = reply
+        entry.body = None  # the reply's wire is the only copy from now on
+        entry.age = age
+        return reply
+
+    def _expired(self, key: bytes, entry: Entry, now: float) -> Reply | None:
+        if not self._servable(entry, now):
+            self._drop(key)
+            return None
+        until = self._recheck.get(key) if self._recheck else None
+        if until is not None and now < until:
+            return self._stale_reply(key, entry)
+        return None
+
+    def _servable(self, entry: Entry, now: float) -> bool:
+        """Answers whether an expired *entry* may be served stale."""
+        s = self.settings
+        return (s.serve_stale and now < entry.stored + entry.ttl + s.max_stale
+                and entry.rcode() != SERVFAIL)
+
+    def _stale_reply(self, key: bytes, entry: Entry) -> Reply:
+        buf = bytearray(self._wire(key, entry))
+        ttl = self.settings.stale_ttl
+        for off in entry.offsets:
+            TTL.pack_into(buf, off, ttl)
+        metrics.cache_stale.inc()
+        return Reply(bytes(buf), buf[3] & 0xF, "stale", (*entry.ede, STALE_EDE))
+
+    def _prefetch_due(self, key: bytes, entry: Entry, now: float) -> bool:
+        left = entry.stored + entry.ttl - now
+        return (entry.hits >= PREFETCH_MIN_HITS and left <= entry.ttl * PREFETCH_WINDOW
+                and not self.closed and key not in self._inflight)
+
+    # --- coalescing and serve-stale ------------------------------------------------------
+
+    async def coalesce(self, q: Query, fetch: Fetch) -> Reply:
+        """Answers *q* through *fetch* (upstream, policy and `put`), sharing one fetch among
+        identical queries in flight. Serves stale when the fetch fails or is slow (see the
+        module docstring). Raises what *fetch* raises (UpstreamError) for the caller's
+        error boundary, which then asks `stale`."""
+        key = self.key(q)
+        if key is None:
+            return await fetch()
+        now = self.clock()
+        entry = self._entries.get(key)
+        if entry is not None and int(now) - entry.stored < entry.ttl:
+            # a fresh entry: get() left it for a prefetch, or it arrived since get() missed
+            if self._prefetch and self._prefetch_due(key, entry, now):
+                self._start(key, fetch)
+                self._count_hit()
+            return self._aged(key, entry, int(now) - entry.stored)
+        pending = self._inflight.get(key)
+        if pending is None:
+            pending = self._start(key, fetch)
+        else:
+            metrics.cache_coalesced.inc()
+        stale = entry if entry is not None and self._servable(entry, now) else None
+        task = pending.task
+        pending.waiters += 1
+        try:
+            if stale is not None:
+                await asyncio.wait((task,), timeout=self.settings.stale_client_timeout)
+                if not task.done():
+                    return self._stale_reply(key, stale)
+            reply = await asyncio.shield(task)
+        finally:
+            pending.waiters -= 1
+        if reply.rcode == SERVFAIL and reply.answered_by != "policy":
+            served = self.stale(q)
+            if served is not None:
+                return served
+        return reply
+
+    def _start(self, key: bytes, fetch: Fetch) -> _Fetch:
+        task = asyncio.ensure_future(fetch())
+        pending = _Fetch(task)
+        self._inflight[key] = pending
+        task.add_done_callback(functools.partial(self._fetched, key, pending))
+        return pending
+
+    def _fetched(self, key: bytes, pending: _Fetch, task: asyncio.Task[Reply]) -> None:
+        if self._inflight.get(key) is pending:
+            del self._inflight[key]
+        if task.cancelled():
+            return
+        exc = task.exception()  # also marks it retrieved when nobody waits any more
+        if exc is not None and not isinstance(exc, UpstreamError) and pending.waiters == 0:
+            log.error("background cache refresh failed", exc_info=exc)
+        if exc is None:
+            result = task.result()
+            failed = result.rcode == SERVFAIL and result.answered_by != "policy"
+        else:
+            failed = True
+        if failed and self.settings.serve_stale and not self.closed:
+            now = self.clock()
+            entry = self._entries.get(key)
+            if entry is not None and self._servable(entry, now):  # else nothing to serve
+                if len(self._recheck) >= RECHECK_LIMIT:
+                    self._prune_recheck(now)
+                self._recheck[key] = now + self.settings.stale_ttl
+        elif self._recheck:
+            self._recheck.pop(key, None)
+
+    def _prune_recheck(self, now: float) -> None:
+        self._recheck = {k: t for k, t in self._recheck.items() if t > now}
+        if len(self._recheck) >= RECHECK_LIMIT // 2:  # a wide outage: keep the sweep rare
+            self._recheck.clear()
+
+    async def wait_idle(self) -> None:
+        """Waits until no fetch (for queries or a background refresh) is in flight."""
+        while self._inflight:
+            tasks = [p.task for p in self._inflight.values()]
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- storing -------------------------------------------------------------------------
+
+    def put(self, q: Query, reply: Reply) -> None:
+        """Stores *reply* to *q* if it is cacheable (see the module docstring)."""
+        if self.closed:
+            return
+        key = self.key(q)
+        if key is None:
+            return
+        now = self.clock()
+        entry = self._entry(q, key, reply, now)
+        if entry is None:
+            return
+        entries = self._entries
+        old = entries.get(key)
+        if old is not None:
+            if (reply.rcode == SERVFAIL and old.rcode() != SERVFAIL
+                    and (int(now) - old.stored < old.ttl or self._servable(old, now))):
+                return  # keep the answer that can still be served (stale)
+            entries[key] = entry
+            entries.move_to_end(key)
+        else:
+            if len(entries) >= self.settings.max_entries:
+                entries.popitem(last=False)
+                metrics.cache_evictions.inc()
+            else:
+                metrics.cache_entries.inc()
+            entries[key] = entry
+        if self._recheck:
+            self._recheck.pop(key, None)
+
+    def _entry(self, q: Query, key: bytes, reply: Reply, now: float) -> Entry | None:
+        data = reply.wire
+        rcode = reply.rcode
+        if rcode > 0xF:
+            return None
+        qend = 12 + len(key) - KEY_TAIL
+        policy_ttl: int | None = None
+        if reply.answered_by == "policy":
+            name = q.rule.policy if q.rule is not None else None
+            policy_ttl = self._policy_ttl.get(name or "", DEFAULT_POLICY_TTL)
+        try:
+            nend = 12 + len(q.qname)
+            if (len(data) < qend or data[4:6] != b"\x00\x01" or data[3] & 0xF != rcode
+                    or data[2] & (wire.TC >> 8) or data[12:nend].lower() != q.qname
+                    or data[nend:qend] != key[nend - 12:qend - 12]):
+                return None
+            records, ancount, negative = _walk(data)
+        except (FormError, struct.error, IndexError):
+            return None
+        s = self.settings
+        buf = bytearray(data)
+        ttl: int | None = None
+        if rcode == NOERROR and ancount:
+            low, high = s.min_ttl, s.max_ttl
+            for off, rttl, counts in records:
+                t = low if rttl < low else high if rttl > high else rttl
+                TTL.pack_into(buf, off, t)
+                if counts and (ttl is None or t < ttl):
+                    ttl = t
+        elif rcode in (NOERROR, NXDOMAIN) and negative is not None:
+            ttl = min(negative, s.max_negative_ttl)
+            for off, rttl, _counts in records:
+                if rttl > ttl:
+                    TTL.pack_into(buf, off, ttl)
+        elif rcode == SERVFAIL and policy_ttl is None:
+            ttl = s.servfail_ttl
+        elif policy_ttl is not None:  # blocked: no TTL of its own
+            ttl = policy_ttl
+        if not ttl or ttl <= 0:
+            return None
+        second = int(now)
+        if second != self._second:
+            self._second = second
+        if ttl > 256:  # small ints are shared by Python already
+            ttl = self._ints.setdefault(ttl, ttl) if len(self._ints) < 65_536 else ttl
+        body = bytes(buf[:12] + buf[qend:])
+        offsets = tuple(off for off, _ttl, _counts in records)
+        return Entry(body, offsets, reply.ede, self._second, ttl)
+
+    def _drop(self, key: bytes) -> None:
+        if self._entries.pop(key, None) is not None:
+            metrics.cache_entries.dec()
+
+    # --- lifetime ------------------------------------------------------------------------
+
+    def adopt(self, owner: Runtime) -> None:
+        """Records that *owner* uses this cache (a reload may share it with the next one)."""
+        self._owners.add(owner)
+
+    def release(self, owner: Runtime) -> None:
+        """*owner* is done with the cache; the last owner closes it."""
+        self._owners.discard(owner)
+        if not self._owners:
+            self.close()
+
+    def close(self) -> None:
+        """Drops the entries and cancels background refreshes nobody waits for; fetches
+        that queries still wait on finish by themselves (bounded by the group budget)."""
+        if self.closed:
+            return
+        self.closed = True
+        for pending in list(self._inflight.values()):
+            if pending.waiters == 0:
+                pending.task.cancel()
+        metrics.cache_entries.dec(len(self._entries))
+        self._entries.clear()
+        self._recheck.clear()
+
+
+def _walk(data: bytes) -> tuple[list[tuple[int, int, bool]], int, int | None]:
+    """Walks a reply: answers ([(ttl offset, ttl, counts for the entry's TTL)], answer count,
+    negative TTL from the first SOA in the authority section or None). OPT is skipped.
+    Raises FormError (or struct.error) if the message is malformed."""
+    _ident, _flags, qdcount, ancount, nscount, arcount = wire.HEADER.unpack_from(data)
+    off = 12
+    for _ in range(qdcount):
+        off = wire.skip_name(data, off) + 4
+    records: list[tuple[int, int, bool]] = []
+    negative: int | None = None
+    end = len(data)
+    for i in range(ancount + nscount + arcount):
+        off = wire.skip_name(data, off)
+        if off + 10 > end:
+            raise FormError("record runs past the end of the message")
+        rtype, _rclass, ttl, rdlen = wire.RR_FIXED.unpack_from(data, off)
+        rdata = off + 10
+        off = rdata + rdlen
+        if off > end:
+            raise FormError("record data runs past the end of the message")
+        if rtype == wire.TYPE_OPT:
+            continue
+        in_authority = ancount <= i < ancount + nscount
+        if rtype == TYPE_SOA and in_authority and negative is None:
+            if rdlen < 22:
+                raise FormError("SOA record too short")
+            negative = min(ttl, TTL.unpack_from(data, off - 4)[0])
+        records.append((rdata - 6, ttl, i < ancount + nscount))
+    if off != end:
+        raise FormError("trailing bytes after the last record")
+    return records, ancount, negative
+
 
 def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.cache` for *cfg* (left empty when the config does not use it)."""
+    """Sets `rt.cache` for *cfg* (None when `cache.enabled` is false). The previous runtime's
+    cache, entries and all, carries over when the cache settings, zone rules, policies and
+    upstream groups are unchanged; any change there starts an empty cache."""
+    if not cfg.cache.enabled:
+        return
+    old = previous.cache if previous is not None else None
+    if (isinstance(old, Cache) and not old.closed
+            and _same_answers(previous.config, cfg)):  # type: ignore[union-attr]
+        rt.cache = old
+    else:
+        rt.cache = Cache(cfg)
+    rt.cache.adopt(rt)
+
+
+def _same_answers(old: model.Config, new: model.Config) -> bool:
+    """Answers whether cached answers made under *old* are still right under *new*."""
+    return (old.cache == new.cache and old.rules == new.rules
+            and old.policies == new.policies and old.upstreams == new.upstreams)
