@@ -9,9 +9,13 @@ name or a client address.
 from __future__ import annotations
 
 import platform
+import weakref
+from collections.abc import Iterable
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.registry import Collector
 
 from forwarder import __version__, wire
 
@@ -19,6 +23,24 @@ from forwarder import __version__, wire
 prometheus_client.disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+
+class _PendingCounts(Collector):
+    """Folds counts kept in plain dicts on the query path into the metrics below whenever
+    the registry is collected. Registered first, so the folding happens before any metric
+    is read."""
+
+    def __init__(self) -> None:
+        self.flushers: weakref.WeakSet[Any] = weakref.WeakSet()
+
+    def collect(self) -> Iterable[Any]:
+        for owner in list(self.flushers):
+            owner.flush()
+        return ()
+
+
+PENDING = _PendingCounts()
+REGISTRY.register(PENDING)
 
 # 0.25 ms .. ~8 s, as CoreDNS's plugin.TimeBuckets
 TIME_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128,
@@ -121,3 +143,20 @@ querylog_dropped = Counter("forwarder_querylog_dropped_total",
                            registry=REGISTRY)
 build_info = Info("forwarder_build", "Version of the forwarder and of Python.", registry=REGISTRY)
 build_info.info({"version": __version__, "python": platform.python_version()})
+
+
+def observe_many(child: Any, buckets: list[int], total: float) -> None:
+    """Adds a batch of observations to a histogram child: *buckets* holds the count per
+    bucket (the last one is +Inf), *total* their sum. Uses prometheus_client's value
+    objects; falls back to one observe() per count if they are not there."""
+    values = getattr(child, "_buckets", None)
+    summed = getattr(child, "_sum", None)
+    if values is None or summed is None or len(values) != len(buckets):
+        n = sum(buckets)
+        for _ in range(n):
+            child.observe(total / n)
+        return
+    for value, count in zip(values, buckets, strict=True):
+        if count:
+            value.inc(count)
+    summed.inc(total)

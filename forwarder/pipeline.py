@@ -9,8 +9,10 @@
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
+from typing import Any
 
 from forwarder import metrics, wire
 from forwarder.config.model import RuleAction
@@ -151,33 +153,50 @@ def _rerouted_off_rule(q: Query) -> bool:
     return q.rule is None or q.rule.action is not RuleAction.FORWARD
 
 
-class Accounting:
-    """Counts each answered query once, with label children bound ahead of time."""
+BUCKET_BOUNDS = metrics.TIME_BUCKETS
+BUCKETS = len(BUCKET_BOUNDS) + 1  # the last one is +Inf
 
-    __slots__ = ("_children",)
+
+class Accounting:
+    """Counts each answered query once: queries, responses by rcode, and latency.
+
+    Counts go into plain dicts on the query path and are folded into the Prometheus
+    metrics whenever the registry is collected (metrics.PENDING), so answering a query costs
+    a dict update instead of three locked metric updates.
+    """
+
+    __slots__ = ("__weakref__", "_pending")
 
     def __init__(self) -> None:
-        self._children: dict[tuple[str, str, int, int], tuple[object, object, object]] = {}
+        self._pending: dict[tuple[str, str, int, int], list[Any]] = {}
+        metrics.PENDING.flushers.add(self)
 
     def record(self, q: Query, reply: Reply, now: float) -> None:
         rule = q.rule.name if q.rule is not None else "none"
-        key = (q.transport, rule, q.qtype, reply.rcode)
-        children = self._children.get(key)
-        if children is None:
-            if len(self._children) > 10_000:
-                self._children.clear()
-            children = (
-                metrics.queries.labels(q.transport, rule, metrics.qtype_label(q.qtype)),
-                metrics.responses.labels(q.transport, rule, metrics.rcode_label(reply.rcode)),
-                metrics.request_duration.labels(q.transport, rule),
-            )
-            self._children[key] = children
-        children[0].inc()  # type: ignore[attr-defined]
-        children[1].inc()  # type: ignore[attr-defined]
-        children[2].observe(now - q.received)  # type: ignore[attr-defined]
+        self.count(q.transport, rule, q.qtype, reply.rcode, now - q.received)
         rt = q.runtime
         if rt is not None and rt.querylog is not None:
             rt.querylog.record(q, reply, now)
+
+    def count(self, transport: str, rule: str, qtype: int, rcode: int, seconds: float,
+              n: int = 1) -> None:
+        """Counts *n* answered queries that took *seconds* each."""
+        key = (transport, rule, qtype, rcode)
+        slot = self._pending.get(key)
+        if slot is None:
+            slot = self._pending[key] = [0, 0.0, [0] * BUCKETS]
+        slot[0] += n
+        slot[1] += seconds * n
+        slot[2][bisect.bisect_left(BUCKET_BOUNDS, seconds)] += n
+
+    def flush(self) -> None:
+        """Folds the counts kept since the last flush into the Prometheus metrics."""
+        pending, self._pending = self._pending, {}
+        for (transport, rule, qtype, rcode), (n, total, buckets) in pending.items():
+            metrics.queries.labels(transport, rule, metrics.qtype_label(qtype)).inc(n)
+            metrics.responses.labels(transport, rule, metrics.rcode_label(rcode)).inc(n)
+            metrics.observe_many(metrics.request_duration.labels(transport, rule), buckets,
+                                 total)
 
     def dropped(self, q: Query) -> None:
         """Counts a query that gets no response at all (a rate limit or hook verdict)."""
