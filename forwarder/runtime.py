@@ -36,6 +36,8 @@ class Runtime:
     hooks: Any = None  # hooks.HookChain
     rate_limiter: Any = None  # stages.ratelimit.RateLimiter
     querylog: Any = None  # querylog.QueryLog
+    # the cache's wire front when every query may skip the pipeline on a repeat hit
+    wire_front: dict[bytes, tuple[bytes, int, str, int, int]] | None = None
 
     def close(self) -> None:
         """Releases what this runtime owns once no query uses it any more."""
@@ -68,7 +70,20 @@ def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
     rt = Runtime(config=cfg, acl=Acl(cfg.acl), router=Router(cfg.rules), groups=groups)
     for builder in _builders():
         builder(cfg, rt, previous)
+    rt.wire_front = wire_front(rt)
     return rt
+
+
+def wire_front(rt: Runtime) -> dict[bytes, tuple[bytes, int, str, int, int]] | None:
+    """The cache's wire front, or None when some stage must see every query: hooks, the
+    rate limit, the query log, prefetch (counts hits), or rules that match client networks
+    (the same bytes could then route differently for different clients)."""
+    cache = rt.cache
+    if (cache is None or rt.hooks is not None or rt.rate_limiter is not None
+            or rt.querylog is not None or cache.settings.prefetch
+            or not rt.router.client_independent):
+        return None
+    return cache.front  # type: ignore[no-any-return]
 
 
 class RuntimeHolder:

@@ -44,6 +44,14 @@ its TTL is left is answered from the cache while a background fetch refreshes it
 
 Eviction is LRU within max_entries; expired entries past their stale window are dropped
 when looked up.
+
+The wire front (UDP only): once a hit has been answered, the exact bytes the client sent
+(minus the ID) map to the exact bytes it got (minus the ID), for the rest of that second.
+A repeat of the same query in the same second is answered by one dict lookup and an ID
+patch, without reading the question. Next second the ordinary lookup runs again (ageing
+the TTLs, honouring expiry and LRU order) and refreshes the front. The runtime uses the
+front only when nothing else needs to see each query (no hooks, rate limit, query log,
+prefetch, or client-network rules): see Runtime.wire_front.
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ PREFETCH_MIN_HITS = 2  # an entry hit this often is popular enough to refresh ea
 PREFETCH_WINDOW = 0.1  # refresh once less than this fraction of the TTL remains
 RECHECK_LIMIT = 4096  # failed refreshes remembered before expired ones are swept
 DEFAULT_POLICY_TTL = 30
+FRONT_LIMIT = 50_000  # distinct query byte strings remembered per second at most
 TYPE_SOA = 6
 NOERROR = int(wire.Rcode.NOERROR)
 NXDOMAIN = int(wire.Rcode.NXDOMAIN)
@@ -139,8 +148,33 @@ class Cache:
         self._prefetch = cfg.cache.prefetch
         self._second = 0  # one int object per second: entries stored in it share it
         self._ints: dict[int, int] = {}  # TTL values shared between entries
-        self._count_hit = metrics.cache_hits.inc
-        self._count_miss = metrics.cache_misses.inc
+        self.hits = 0  # counted here and folded into the metrics on collection
+        self.misses = 0
+        self.hit_second = 0  # the whole second of the last hit's age (for the wire front)
+        # client query bytes after the ID -> (reply bytes after the ID, second, accounting)
+        self.front: dict[bytes, tuple[bytes, int, str, int, int]] = {}
+        metrics.PENDING.flushers.add(self)
+
+    def _count_hit(self) -> None:
+        self.hits += 1
+
+    def _count_miss(self) -> None:
+        self.misses += 1
+
+    def flush(self) -> None:
+        """Folds the hit and miss counts into the metrics (called on collection)."""
+        hits, misses, self.hits, self.misses = self.hits, self.misses, 0, 0
+        if hits:
+            metrics.cache_hits.inc(hits)
+        if misses:
+            metrics.cache_misses.inc(misses)
+
+    def remember(self, query: bytes, answer: bytes, rule: str, qtype: int, rcode: int) -> None:
+        """Puts a hit just answered into the wire front, for the rest of its second."""
+        front = self.front
+        if len(front) >= FRONT_LIMIT:
+            front.clear()
+        front[query[2:]] = (answer[2:], self.hit_second, rule, qtype, rcode)
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -173,14 +207,16 @@ class Cache:
             self._count_miss()
             return None
         now = self.clock()
-        age = int(now) - entry.stored
+        second = int(now)
+        age = second - entry.stored
         if age < entry.ttl:
             if self._prefetch:
                 entry.hits += 1
                 if self._prefetch_due(key, entry, now):
                     return None  # coalesce() answers from the entry and refreshes it
             self._entries.move_to_end(key)
-            self._count_hit()
+            self.hits += 1
+            self.hit_second = second
             if age == entry.age and entry.reply is not None:
                 return entry.reply
             return self._aged(key, entry, age)
@@ -447,6 +483,7 @@ class Cache:
         metrics.cache_entries.dec(len(self._entries))
         self._entries.clear()
         self._recheck.clear()
+        self.front.clear()
 
 
 def _walk(data: bytes) -> tuple[list[tuple[int, int, bool]], int, int | None]:

@@ -15,7 +15,7 @@ class Router:
     a zone without hiding the default). No match at all: None (the query is refused).
     """
 
-    __slots__ = ("_plain", "_table")
+    __slots__ = ("_plain", "_table", "client_independent")
 
     def __init__(self, rules: tuple[model.Rule, ...]) -> None:
         by_suffix: dict[str, list[model.Rule]] = {}
@@ -25,6 +25,7 @@ class Router:
             (suffix, tuple(rs)) for suffix, rs in by_suffix.items())
         # suffixes whose only rule has no matchers: the common case, one probe per label
         self._plain = all(r.qtypes is None and r.clients is None for r in rules)
+        self.client_independent = all(r.clients is None for r in rules)
 
     def route(self, qname: bytes, qtype: int, client: str) -> model.Rule | None:
         if self._plain:
