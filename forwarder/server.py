@@ -53,6 +53,7 @@ class Server:
         self.services: list[Service] = []
         self.health: Any = None  # upstream.health.HealthService, once started
         self.http_address: tuple[str, int] | None = None  # /metrics, /healthz, /readyz
+        self.worker: int | None = None  # index among `workers:` processes; None when alone
         self.listening = False
         self.stopping = False
         self.on_reload: list[Callable[[bool], Awaitable[None] | None]] = []
@@ -159,6 +160,11 @@ class Server:
         metrics.config_last_reload_success.set(time.time())
         log.info("configuration reloaded from %s: %d rules, %d groups", cfg.source,
                  len(cfg.rules), len(cfg.upstreams))
+        kept = {id(s) for g in new.groups.values() for s in g.servers}
+        for group in old.groups.values():
+            for state in group.servers:
+                if id(state) not in kept:
+                    state.close()  # a server the new configuration dropped
         old.close()
 
     async def _notify_reload(self, ok: bool) -> None:
@@ -191,6 +197,9 @@ class Server:
         self._close_sockets()
         self.listening = False
         self.holder.current.close()
+        for group in self.holder.current.groups.values():
+            for state in group.servers:
+                state.close()
         self._stopped.set()
 
     def _close_sockets(self) -> None:

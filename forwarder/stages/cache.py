@@ -120,12 +120,17 @@ class Entry:
         return data[3] & 0xF
 
 
+class _OwnerGone(Exception):
+    """The query fetching for a key was cancelled; its waiters fetch again themselves."""
+
+
 class _Fetch:
-    """An upstream fetch in flight for one key, and how many queries wait on it."""
+    """An upstream fetch in flight for one key, and how many queries wait on it: a task of
+    its own, or the future a query fetching in its own task publishes to."""
 
     __slots__ = ("task", "waiters")
 
-    def __init__(self, task: asyncio.Task[Reply]) -> None:
+    def __init__(self, task: asyncio.Future[Reply]) -> None:
         self.task = task
         self.waiters = 0
 
@@ -313,11 +318,13 @@ class Cache:
                 self._count_hit()
             return self._aged(key, entry, int(now) - entry.stored)
         pending = self._inflight.get(key)
+        stale = entry if entry is not None and self._servable(entry, now) else None
+        if pending is None and stale is None:
+            return await self._fetch_inline(key, fetch)
         if pending is None:
             pending = self._start(key, fetch)
         else:
             metrics.cache_coalesced.inc()
-        stale = entry if entry is not None and self._servable(entry, now) else None
         task = pending.task
         pending.waiters += 1
         try:
@@ -326,12 +333,36 @@ class Cache:
                 if not task.done():
                     return self._stale_reply(key, stale)
             reply = await asyncio.shield(task)
+        except _OwnerGone:
+            return await self.coalesce(q, fetch)  # the query that fetched was cancelled
         finally:
             pending.waiters -= 1
         if reply.rcode == SERVFAIL and reply.answered_by != "policy":
             served = self.stale(q)
             if served is not None:
                 return served
+        return reply
+
+    async def _fetch_inline(self, key: bytes, fetch: Fetch) -> Reply:
+        """Fetches in the asking query's own task (no task of its own: the common miss),
+        publishing the result for identical queries that arrive meanwhile. A background
+        task is only needed when a stale answer may have to be served while it runs."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        pending = _Fetch(future)
+        self._inflight[key] = pending
+        future.add_done_callback(functools.partial(self._fetched, key, pending))
+        try:
+            reply = await fetch()
+        except asyncio.CancelledError:
+            if not future.done():  # close() may have cancelled it already
+                future.set_exception(_OwnerGone())
+            raise
+        except BaseException as e:
+            if not future.done():
+                future.set_exception(e)
+            raise
+        if not future.done():
+            future.set_result(reply)
         return reply
 
     def _start(self, key: bytes, fetch: Fetch) -> _Fetch:
@@ -341,12 +372,14 @@ class Cache:
         task.add_done_callback(functools.partial(self._fetched, key, pending))
         return pending
 
-    def _fetched(self, key: bytes, pending: _Fetch, task: asyncio.Task[Reply]) -> None:
+    def _fetched(self, key: bytes, pending: _Fetch, task: asyncio.Future[Reply]) -> None:
         if self._inflight.get(key) is pending:
             del self._inflight[key]
         if task.cancelled():
             return
         exc = task.exception()  # also marks it retrieved when nobody waits any more
+        if isinstance(exc, _OwnerGone):
+            return
         if exc is not None and not isinstance(exc, UpstreamError) and pending.waiters == 0:
             log.error("background cache refresh failed", exc_info=exc)
         if exc is None:

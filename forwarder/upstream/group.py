@@ -23,7 +23,18 @@ FAILOVER_RCODES = (wire.Rcode.SERVFAIL, wire.Rcode.REFUSED)
 class ServerState:
     """One upstream server of a group: its address, health and smoothed RTT."""
 
-    __slots__ = ("consecutive_failures", "group", "healthy", "host", "label", "port", "srtt")
+    __slots__ = (
+        "consecutive_failures",
+        "group",
+        "healthy",
+        "host",
+        "label",
+        "port",
+        "rtt",
+        "srtt",
+        "udp_pool",
+        "udp_queries",
+    )
 
     def __init__(self, group: str, server: model.Server) -> None:
         self.group = group
@@ -33,6 +44,16 @@ class ServerState:
         self.healthy = True
         self.srtt = 0.0
         self.consecutive_failures = 0
+        self.udp_pool = udp.UdpPool(
+            server.host, server.port,
+            metrics.upstream_errors.labels(group, server.label, "mismatch").inc)
+        # metric children bound once: labels() per query costs more than the exchange
+        self.udp_queries = metrics.upstream_queries.labels(group, server.label, "udp")
+        self.rtt = metrics.upstream_duration.labels(group, server.label)
+
+    def close(self) -> None:
+        """Closes the server's upstream sockets."""
+        self.udp_pool.close()
 
     def set_healthy(self, healthy: bool) -> None:
         if healthy != self.healthy:
@@ -129,10 +150,10 @@ class Group:
             metrics.upstream_queries.labels(group, label, "tcp").inc()
             data = await self._tcp(server, query, ident, qname, qtype, qclass, timeout, mismatch)
         else:
-            metrics.upstream_queries.labels(group, label, "udp").inc()
-            data = await udp.exchange(server.host, server.port, query, ident, qname, qtype,
-                                      qclass, timeout, mismatch)
-            if wire.U16.unpack_from(data, 2)[0] & wire.TC:
+            server.udp_queries.inc()
+            data = await server.udp_pool.exchange(query, qname, qtype, qclass, timeout,
+                                                  mismatch)
+            if data[2] & (wire.TC >> 8):
                 metrics.upstream_errors.labels(group, label, "truncated").inc()
                 ident = secrets.randbits(16)
                 query = wire.upstream_query(ident, flags, question, do)
@@ -140,7 +161,7 @@ class Group:
                 data = await self._tcp(server, query, ident, qname, qtype, qclass, timeout,
                                        mismatch)
         rtt = time.perf_counter() - started
-        metrics.upstream_duration.labels(group, label).observe(rtt)
+        server.rtt.observe(rtt)
         server.srtt = rtt if server.srtt == 0.0 else 0.7 * server.srtt + 0.3 * rtt
         parsed = wire.strip_opt(data)
         return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=label)
