@@ -168,7 +168,7 @@ class Accounting:
     __slots__ = ("__weakref__", "_pending")
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str, int, int], list[Any]] = {}
+        self._pending: dict[tuple[str, str, str, int], list[Any]] = {}
         metrics.PENDING.flushers.add(self)
 
     def record(self, q: Query, reply: Reply, now: float) -> None:
@@ -181,7 +181,7 @@ class Accounting:
     def count(self, transport: str, rule: str, qtype: int, rcode: int, seconds: float,
               n: int = 1) -> None:
         """Counts *n* answered queries that took *seconds* each."""
-        key = (transport, rule, qtype, rcode)
+        key = (transport, rule, metrics.qtype_label(qtype), rcode)
         slot = self._pending.get(key)
         if slot is None:
             slot = self._pending[key] = [0, 0.0, [0] * BUCKETS]
@@ -193,7 +193,7 @@ class Accounting:
         """Folds the counts kept since the last flush into the Prometheus metrics."""
         pending, self._pending = self._pending, {}
         for (transport, rule, qtype, rcode), (n, total, buckets) in pending.items():
-            metrics.queries.labels(transport, rule, metrics.qtype_label(qtype)).inc(n)
+            metrics.queries.labels(transport, rule, qtype).inc(n)
             metrics.responses.labels(transport, rule, metrics.rcode_label(rcode)).inc(n)
             metrics.observe_many(metrics.request_duration.labels(transport, rule), buckets,
                                  total)

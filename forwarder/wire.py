@@ -246,7 +246,8 @@ def parse_query(data: bytes) -> ParsedQuery:
                 raise FormError("more than one OPT record, or OPT not at the root", kind="edns")
             seen_opt = True
             q.edns = True
-            q.udp_size = max(rclass, MIN_UDP_SIZE)
+            # never more than we advertise: bigger UDP answers fragment and amplify
+            q.udp_size = min(max(rclass, MIN_UDP_SIZE), SERVER_UDP_SIZE)
             q.edns_version = (ttl >> 16) & 0xFF
             q.do = bool(ttl & EDNS_DO)
     return q
@@ -400,7 +401,10 @@ def finish(
         out = (U16.pack(q_id) + U16.pack(flags) + reply_wire[4:12] + question
                + reply_wire[12 + qlen :])
     if udp_size and len(out) > udp_size:
-        out = (HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question + opt)
+        out = HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question + opt
+        if len(out) > udp_size:  # long EDE texts: the client retries over TCP anyway
+            out = (HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question
+                   + opt_record(rcode, do, None))
     return out
 
 

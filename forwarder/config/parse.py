@@ -296,10 +296,16 @@ def _listeners(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Listen
 
 
 def _acl(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Network, ...]:
-    r = Reader(problems, top.at("acl"), top.data.get("acl"), {"allow"})
+    r = Reader(problems, top.at("acl"), top.data.get("acl"), {"allow", "open_resolver"})
     if not r.has("allow"):
         return tuple(ipaddress.ip_network(n) for n in model.DEFAULT_ACL)
-    return tuple(_network_list(r.items("allow"), problems, model.DEFAULT_ACL))
+    networks = tuple(_network_list(r.items("allow"), problems, model.DEFAULT_ACL))
+    everyone = [str(n) for n in networks if n.prefixlen == 0]
+    if everyone and not r.boolean("open_resolver", False):
+        r.fail("allow", f"{everyone[0]} makes this an open resolver, which anyone can use for "
+                        "reflection attacks; list your clients' networks, or set "
+                        "acl.open_resolver: true if that is really wanted")
+    return networks
 
 
 def _network_list(items: list[tuple[str, Any]], problems: list[ConfigProblem],

@@ -113,15 +113,20 @@ class TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
+        self._read_frames()
+        self._arm_idle()
+
+    def _read_frames(self) -> None:
+        """Starts the complete frames in the buffer, until the per-connection cap pauses
+        reading; the rest waits in the buffer for a query to finish."""
         buf = self.buffer
-        while len(buf) >= 2:
+        while len(buf) >= 2 and not self.paused:
             (length,) = LENGTH.unpack_from(buf)
             if len(buf) < 2 + length:
                 break
             frame = bytes(buf[2 : 2 + length])
             del buf[: 2 + length]
             self._frame(frame)
-        self._arm_idle()
 
     def eof_received(self) -> bool:
         # the client is done sending; answer what is in flight, then close
@@ -167,6 +172,7 @@ class TcpConnection(asyncio.Protocol):
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
+            self._read_frames()
         if not self.tasks:
             if self.closing:
                 self.close()

@@ -145,6 +145,11 @@ class UdpListener:
             return
         reply = self.pipeline.fast(q)
         if reply is None:
+            # queries waiting on an identical one in flight hold no upstream slot, so the
+            # pipeline's max_inflight does not bound them: this does (shed load, never queue)
+            if len(self.tasks) >= max(2 * q.runtime.config.limits.max_inflight, 1024):
+                metrics.dropped.labels("udp_inflight_limit").inc()
+                return
             task = asyncio.ensure_future(self._resolve(q))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)

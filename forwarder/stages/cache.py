@@ -25,9 +25,10 @@ What is cached, and for how long:
   can still be served stale.
 - Answers the answer policy made (answered_by "policy") that carry no TTL of their own
   (blocked with REFUSED or SERVFAIL, or NXDOMAIN/NODATA without SOA): the policy's `ttl`.
-- Never: truncated replies; FORMERR, NOTIMP, REFUSED and other rcodes from upstreams;
-  answers whose TTL works out at 0; replies that cannot be walked or whose question is not
-  the query's.
+- Never: answers over MAX_ENTRY_BYTES (4 KiB, which only TCP can carry: this bounds the
+  cache's memory by max_entries); truncated replies; FORMERR, NOTIMP, REFUSED and other
+  rcodes from upstreams; answers whose TTL works out at 0; replies that cannot be walked
+  or whose question is not the query's.
 
 Ages count in whole seconds of the monotonic clock, so an entry may expire up to a second
 early, never late.
@@ -84,7 +85,9 @@ PREFETCH_MIN_HITS = 2  # an entry hit this often is popular enough to refresh ea
 PREFETCH_WINDOW = 0.1  # refresh once less than this fraction of the TTL remains
 RECHECK_LIMIT = 4096  # failed refreshes remembered before expired ones are swept
 DEFAULT_POLICY_TTL = 30
-FRONT_LIMIT = 50_000  # distinct query byte strings remembered per second at most
+MAX_ENTRY_BYTES = 4096  # bigger answers (TCP only) are not cached: memory stays bounded
+FRONT_LIMIT = 10_000  # distinct query byte strings remembered per second at most
+FRONT_MAX_QUERY = 512  # longer queries (padding, many options) are not remembered
 TYPE_SOA = 6
 NOERROR = int(wire.Rcode.NOERROR)
 NXDOMAIN = int(wire.Rcode.NXDOMAIN)
@@ -176,6 +179,8 @@ class Cache:
 
     def remember(self, query: bytes, answer: bytes, rule: str, qtype: int, rcode: int) -> None:
         """Puts a hit just answered into the wire front, for the rest of its second."""
+        if len(query) > FRONT_MAX_QUERY:
+            return
         front = self.front
         if len(front) >= FRONT_LIMIT:
             front.clear()
@@ -442,7 +447,7 @@ class Cache:
     def _entry(self, q: Query, key: bytes, reply: Reply, now: float) -> Entry | None:
         data = reply.wire
         rcode = reply.rcode
-        if rcode > 0xF:
+        if rcode > 0xF or len(data) > MAX_ENTRY_BYTES:
             return None
         qend = 12 + len(key) - KEY_TAIL
         policy_ttl: int | None = None

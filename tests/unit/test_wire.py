@@ -25,7 +25,8 @@ def test_parse_query_reads_question_and_edns() -> None:
     assert p.qname == b"\x03www\x07example\x03com\x00"
     assert p.question[:4] == b"\x03WWW"
     assert (p.qtype, p.qclass) == (28, 1)
-    assert p.edns and p.udp_size == 4096 and p.do and p.cd
+    assert p.edns and p.do and p.cd
+    assert p.udp_size == wire.SERVER_UDP_SIZE  # never more than the forwarder advertises
 
 
 def test_parse_query_without_edns_has_512() -> None:
@@ -177,3 +178,13 @@ def test_qtype_text() -> None:
     assert wire.qtype_to_text(65280) == "TYPE65280"
     with pytest.raises(ValueError):
         wire.qtype_from_text("NOPE")
+
+
+def test_truncated_reply_fits_even_with_long_ede_text() -> None:
+    q = dns.message.make_query("x" * 60 + "." + "y" * 60 + ".example", "A", use_edns=0)
+    p = wire.parse_query(q.to_wire())
+    internal = wire.synth_reply(p.flags, p.qname + p.question[-4:], wire.Rcode.SERVFAIL)
+    ede = ((15, "z" * 300), (3, "w" * 300))
+    out = wire.finish(p.id, p.flags, p.question, True, False, 512, internal, 2, ede)
+    r = dns.message.from_wire(out)
+    assert len(out) <= 512 and r.flags & dns.flags.TC

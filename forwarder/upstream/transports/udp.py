@@ -42,15 +42,17 @@ async def exchange(
 
 POOL_SOCKETS = 8  # sockets per upstream server, each from its own random source port
 SOCKET_USES = 200  # queries a socket carries before it is replaced by one on a new port
+SOCKET_AGE = 5.0  # seconds a socket is used before it is replaced, however few its queries
 
 
 class _PooledSocket:
     """One connected UDP socket of a pool and the queries waiting on it, by ID."""
 
-    __slots__ = ("closed", "pending", "retired", "sock", "uses")
+    __slots__ = ("closed", "expires", "pending", "retired", "sock", "uses")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, expires: float) -> None:
         self.sock = sock
+        self.expires = expires
         self.pending: dict[int, tuple[asyncio.Future[bytes], bytes, int, int,
                                       Callable[[], None]]] = {}
         self.uses = 0
@@ -65,8 +67,9 @@ class UdpPool:
     time, which dominated the cache-miss path. Instead each server gets POOL_SOCKETS
     connected sockets (so only the server's address and port can answer), each bound by
     the kernel to a random ephemeral port and replaced by a new one after SOCKET_USES
-    queries, so source ports keep changing. Each query takes a random ID not in flight on
-    its socket; a reply is accepted only if its ID and question match a waiting query.
+    queries or SOCKET_AGE seconds, so source ports keep changing. Each query takes a random
+    ID not in flight on its socket; a reply is accepted only if its ID and question match a
+    waiting query.
     """
 
     def __init__(self, host: str, port: int, on_stray: Callable[[], None] = lambda: None):
@@ -75,6 +78,7 @@ class UdpPool:
         self.on_stray = on_stray  # a reply no query waits for (late, or spoofed)
         self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.sockets: list[_PooledSocket] = []
+        self.closed = False
 
     async def exchange(self, query: bytes, qname: bytes, qtype: int, qclass: int,
                        timeout: float, on_mismatch: Callable[[], None]) -> bytes:
@@ -103,6 +107,8 @@ class UdpPool:
                 self._close(loop, slot)
 
     def _socket(self, loop: asyncio.AbstractEventLoop) -> _PooledSocket:
+        if self.closed:
+            raise ConnectionAbortedError("this upstream server was removed by a reload")
         sockets = self.sockets
         if len(sockets) < POOL_SOCKETS:
             slot = self._open(loop)
@@ -110,7 +116,7 @@ class UdpPool:
             return slot
         index = secrets.randbelow(len(sockets))
         slot = sockets[index]
-        if slot.retired or slot.uses >= SOCKET_USES:
+        if slot.retired or slot.uses >= SOCKET_USES or loop.time() >= slot.expires:
             slot.retired = True
             if not slot.pending:
                 self._close(loop, slot)
@@ -127,7 +133,7 @@ class UdpPool:
         except OSError:
             sock.close()
             raise
-        slot = _PooledSocket(sock)
+        slot = _PooledSocket(sock, loop.time() + SOCKET_AGE)
         slot.uses = 1
         loop.add_reader(sock.fileno(), self._readable, slot)
         return slot
@@ -167,6 +173,7 @@ class UdpPool:
     def close(self) -> None:
         """Closes the idle sockets now and the others once their queries are answered or
         time out, so queries in flight are not cut short (a reload dropped this server)."""
+        self.closed = True
         loop = asyncio.get_event_loop()
         for slot in self.sockets:
             slot.retired = True

@@ -129,6 +129,8 @@ def test_every_problem_is_listed() -> None:
      "policies.p.allowed[0]: '10.0.0.0/33' is not an IP network"),
     ("zones: [{match: .}]", "zones[0]: a rule needs `upstream: GROUP`"),
     ("zones: []\nlisten: []", "listen: at least one address is required"),
+    ("zones: [{match: ., action: refuse}]\nacl: {allow: [0.0.0.0/0]}",
+     "acl.allow: 0.0.0.0/0 makes this an open resolver"),
     ("zones: [{match: ., action: refuse}]\nacl: {allow: [everyone]}",
      "acl.allow[0]: 'everyone' is not an IP network"),
     ("zones: [{match: ., action: refuse}]\ncache: {max_entries: 0}",
@@ -175,3 +177,9 @@ def test_model_is_immutable() -> None:
     cfg = config.load_text("zones: [{match: ., action: refuse}]")
     with pytest.raises(AttributeError):
         cfg.rules[0].match = "x"  # type: ignore[misc]
+
+
+def test_open_resolver_needs_opting_in() -> None:
+    cfg = config.load_text("zones: [{match: ., action: refuse}]\n"
+                           "acl: {allow: ['::/0', 0.0.0.0/0], open_resolver: true}")
+    assert [n.prefixlen for n in cfg.acl] == [0, 0]
