@@ -1,4 +1,10 @@
-"""Shared fixtures: fake upstreams, a running forwarder on loopback, and an `ask` client."""
+"""Shared fixtures: fake upstreams, a running forwarder on loopback, and an `ask` client.
+
+Async tests run on uvloop when it is importable, the loop `forwarder run` uses in
+production. Modules marked `both_loops` run on the default asyncio loop as well, the
+fallback when uvloop is missing: the listeners and upstream transports, where the two
+loops' transports differ.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 import dns.asyncquery
@@ -16,8 +22,45 @@ import pytest
 import yaml
 
 from forwarder import config as config_mod
+from forwarder import metrics
 from forwarder.server import Server
 from tests.fakes import FakeUpstream
+
+try:
+    import uvloop
+except ImportError:  # not installed off Linux: everything runs on the default loop
+    uvloop = None  # type: ignore[assignment]
+
+LoopFactory = Callable[[], asyncio.AbstractEventLoop]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "both_loops: run async tests on uvloop and on the default asyncio loop")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config,
+                                  item: pytest.Item) -> dict[str, LoopFactory]:
+    """The event loops each async test runs on (a pytest-asyncio hook; one loop keeps the
+    test's id unchanged, two parametrize it as [uvloop] and [asyncio])."""
+    if uvloop is None:
+        return {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("both_loops") is not None:
+        return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+    return {"uvloop": uvloop.new_event_loop}
+
+
+@pytest.fixture(autouse=True)
+def forget_upstream_series() -> Iterator[None]:
+    """Drops the series labelled with upstream servers after each test. Every fake upstream
+    has a port of its own, so without this the registry keeps the series of every server
+    of every test, and each scrape or get_sample_value walks them all (a second or more per
+    test late in the suite). Tests compare before and after their own traffic, so nothing
+    reads these series across tests."""
+    yield
+    for metric in (metrics.upstream_queries, metrics.upstream_errors, metrics.upstream_duration,
+                   metrics.upstream_healthy, metrics.upstream_health_checks):
+        metric.clear()
 
 
 @pytest.fixture

@@ -256,9 +256,10 @@ class _WrongSourceTarget(_Target):
     async def send(self, wire: bytes) -> None:
         family = socket.AF_INET6 if ":" in self._host else socket.AF_INET
         with socket.socket(family, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
             sock.bind((self._host, 0))
-            await asyncio.get_running_loop().sock_sendto(sock, wire, self._dest)
+            # a plain send: one datagram on a fresh socket does not block, and uvloop has
+            # no loop.sock_sendto
+            sock.sendto(wire, self._dest)
 
 
 class _TcpTarget(_Target):

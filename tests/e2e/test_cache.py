@@ -24,7 +24,7 @@ from forwarder.query import Query, Reply
 from forwarder.server import Server
 from forwarder.stages.cache import Cache
 from tests.conftest import forwarder_config, query, running
-from tests.fakes import Delay, FakeUpstream, reply
+from tests.fakes import Delay, FakeUpstream, Received, reply
 
 SOA = "example.com. SOA ns1.example.com. hostmaster.example.com. 1 7200 900 1209600 60"
 
@@ -196,19 +196,27 @@ async def test_no_stale_answer_means_servfail(upstream: FakeUpstream) -> None:
 
 async def test_slow_upstream_gets_stale_answer_then_refreshes(upstream: FakeUpstream,
                                                               transport: str) -> None:
-    """Serve-stale: the refresh takes 1 s, stale_client_timeout is 0.1 s: the client gets
-    the stale answer within the timeout; the refresh completes in the background and the
-    next client gets the new answer from the cache."""
+    """Serve-stale: the upstream holds the refresh until the client has its answer, and
+    stale_client_timeout is 0.1 s: the client gets the stale answer within the timeout; the
+    refresh completes in the background and the next client gets the new answer from the
+    cache."""
     upstream.handler = lambda rx: reply(rx.message, "A 192.0.2.1", ttl=60)
     cfg = forwarder_config({"up": [upstream.addr]}, cache={"stale_client_timeout": 0.1})
     cfg["upstreams"]["up"].update(timeout=2.0, attempts=1)
+    release = asyncio.Event()
+
+    async def held_refresh(rx: Received) -> dns.message.Message:
+        await release.wait()
+        return reply(rx.message, "A 192.0.2.2", ttl=60)
+
     async with running(cfg) as srv:
         await query(srv, transport, "www.example.com")
         skip_ahead(srv, 120)
-        upstream.handler = lambda rx: Delay(1.0, reply(rx.message, "A 192.0.2.2", ttl=60))
+        upstream.handler = held_refresh
         started = time.monotonic()
         stale = await query(srv, transport, "www.example.com", use_edns=0)
         waited = time.monotonic() - started
+        release.set()
         await cache_of(srv).wait_idle()
         fresh = await query(srv, transport, "www.example.com", use_edns=0)
     assert addresses(stale) == ["192.0.2.1"] and ede_of(stale) == [wire.Ede.STALE_ANSWER]

@@ -7,6 +7,7 @@ asks it with dnspython, over UDP and TCP where the behaviour applies to both.
 from __future__ import annotations
 
 import struct
+from collections import Counter
 
 import dns.asyncquery
 import dns.edns
@@ -19,6 +20,9 @@ import pytest
 from forwarder import wire
 from tests.conftest import forwarder_config, query, running
 from tests.fakes import Delay, FakeUpstream, Received, WrongSource, answers, reply, udp_raw
+
+# the listeners and upstream transports, on uvloop and on the default loop (its fallback)
+pytestmark = pytest.mark.both_loops
 
 
 def ede_of(msg: dns.message.Message) -> list[tuple[int, str]]:
@@ -188,13 +192,22 @@ async def test_garbage_reply_is_not_accepted(upstream: FakeUpstream) -> None:
     assert r.rcode() == dns.rcode.SERVFAIL
 
 
-async def test_upstream_query_uses_random_ids_and_ports(upstream: FakeUpstream) -> None:
+async def test_upstream_ids_random_and_source_ports_rotate(
+        upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each upstream query has a random ID; the pooled sockets' source ports are random
+    and each socket is replaced after SOCKET_USES queries, so ports keep changing."""
+    from forwarder.upstream.transports import udp
+
+    monkeypatch.setattr(udp, "POOL_SOCKETS", 2)
+    monkeypatch.setattr(udp, "SOCKET_USES", 3)
     async with running(forwarder_config({"up": [upstream.addr]})) as srv:
-        for i in range(8):
+        for i in range(12):
             await query(srv, "udp", f"n{i}.example.com")
     ids = {rx.message.id for rx in upstream.received}
-    ports = {rx.source[1] for rx in upstream.received}
-    assert len(ids) >= 7 and len(ports) >= 7
+    ports = [rx.source[1] for rx in upstream.received]
+    assert len(ids) >= 11
+    assert max(Counter(ports).values()) <= 3  # no socket outlived its SOCKET_USES
+    assert len(set(ports)) >= 4
 
 
 async def test_edns_upstream_advertises_1232_and_carries_do_cd(upstream: FakeUpstream) -> None:

@@ -63,13 +63,13 @@ def silent(rx: Received) -> None:
 
 
 def probes_follow(pattern: list[bool]):  # type: ignore[no-untyped-def]
-    """A handler answering probes in the repeating *pattern* (True: answer, False: silence)
-    and every other query with the default answer."""
+    """A handler answering probes in the repeating *pattern* (True: answer, False: SERVFAIL,
+    a failure that costs no probe timeout) and every other query with the default answer."""
     turns = itertools.cycle(pattern)
 
     def handle(rx: Received) -> object:
         if is_probe(rx):
-            return default_handler(rx) if next(turns) else None
+            return default_handler(rx) if next(turns) else probes_fail(rx)
         return default_handler(rx)
     return handle
 
@@ -120,14 +120,14 @@ async def test_fewer_failures_than_fall_keep_a_server_up(upstream: FakeUpstream)
     async with running(health_config(upstream, fall=3)) as srv:
         await upstream.wait_for(6)  # two rounds: five results in, the sixth in flight
         assert server_up(srv, upstream) and ready(srv)
-        upstream.handler = silent
+        upstream.handler = probes_fail
         await srv.health.wait_until(lambda: not server_up(srv, upstream))
 
 
 async def test_fewer_successes_than_rise_keep_a_server_down(upstream: FakeUpstream) -> None:
     """Health: rise 3, a down server answers two probes in a row then fails, over and over:
     stays down; then it answers them all: up."""
-    upstream.handler = silent
+    upstream.handler = probes_fail
     async with running(health_config(upstream, rise=3)) as srv:
         await srv.health.wait_until(lambda: not server_up(srv, upstream))
         seen = len(upstream.received)

@@ -172,7 +172,9 @@ async def test_inflight_and_tcp_connection_gauges(upstream: FakeUpstream) -> Non
     async with running(cfg) as srv:
         inflight = value("forwarder_inflight_queries")
         tcp_open = value("forwarder_tcp_connections")
-        pending = asyncio.ensure_future(query(srv, "udp", "held.example"))
+        # held until release, so the client's timeout only has to outlast the scrapes below:
+        # on a loaded machine they can take longer than the default 3 s
+        pending = asyncio.ensure_future(query(srv, "udp", "held.example", timeout=30.0))
         await upstream.wait_for(1)
         scraped = await scrape(srv)
         assert sample(scraped, "forwarder_inflight_queries") == inflight + 1

@@ -7,9 +7,13 @@ import struct
 
 import dns.message
 import dns.rcode
+import pytest
 
 from tests.conftest import forwarder_config, running
 from tests.fakes import Delay, FakeUpstream, Received, reply
+
+# the listeners and upstream transports, on uvloop and on the default loop (its fallback)
+pytestmark = pytest.mark.both_loops
 
 
 async def read_frame(reader: asyncio.StreamReader) -> dns.message.Message:
@@ -122,3 +126,30 @@ async def test_client_half_close_still_answered(upstream: FakeUpstream) -> None:
         assert await asyncio.wait_for(reader.read(), 3) == b""
         writer.close()
     assert r.answer[0][0].address == "192.0.2.4"
+
+
+async def test_per_connection_cap_holds_with_one_big_write(upstream: FakeUpstream) -> None:
+    """300 queries in one write with tcp_max_queries_per_connection 10: never more than 10
+    in flight upstream at once, and every query is answered."""
+    in_flight = 0
+    most = 0
+
+    async def handler(rx: Received) -> object:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.005)  # a slow upstream
+        in_flight -= 1
+        return reply(rx.message, "A 192.0.2.1")
+
+    upstream.handler = handler
+    cfg = forwarder_config({"up": [upstream.addr]},
+                           limits={"tcp_max_queries_per_connection": 10})
+    async with running(cfg) as srv:
+        reader, writer = await asyncio.open_connection(*srv.address("tcp"))
+        queries = [dns.message.make_query(f"c{i}.example", "A") for i in range(300)]
+        writer.write(b"".join(frame(q) for q in queries))
+        got = [await asyncio.wait_for(read_frame(reader), 5) for _ in queries]
+        writer.close()
+    assert sorted(m.id for m in got) == sorted(q.id for q in queries)
+    assert most <= 10

@@ -6,9 +6,13 @@ from __future__ import annotations
 import dns.flags
 import dns.message
 import dns.rcode
+import pytest
 
 from tests.conftest import forwarder_config, query, running
 from tests.fakes import FakeUpstream, Received, Truncated, reply
+
+# the listeners and upstream transports, on uvloop and on the default loop (its fallback)
+pytestmark = pytest.mark.both_loops
 
 
 def big_answer(rx: Received) -> dns.message.Message:
@@ -49,3 +53,18 @@ async def test_truncated_upstream_reply_retried_over_tcp(upstream: FakeUpstream,
         r = await query(srv, "tcp", "big.example", "TXT")
     assert [rx.transport for rx in upstream.received] == ["udp", "tcp"]
     assert r.rcode() == dns.rcode.NOERROR and len(r.answer[0]) == 10
+
+
+async def test_udp_answers_never_exceed_the_advertised_1232(upstream: FakeUpstream) -> None:
+    """A client claiming a 65000-byte buffer still gets at most 1232 bytes over UDP (no
+    fragments, no amplification): TC, and the full answer over TCP."""
+    def big(rx: Received) -> bytes:  # raw bytes: dnspython would refuse to exceed 1232
+        records = [f"TXT \"{'y' * 200} {i}\"" for i in range(7)]
+        return reply(rx.message, *records).to_wire(max_size=65535)
+
+    upstream.handler = big
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        small = await query(srv, "udp", "big.example", "TXT", use_edns=0, payload=65000)
+        whole = await query(srv, "tcp", "big.example", "TXT")
+    assert len(whole.to_wire()) > 1232 >= len(small.to_wire())
+    assert small.flags & dns.flags.TC and len(whole.answer[0]) == 7
