@@ -4,6 +4,7 @@ and the total budget, retry truncated UDP replies over TCP, fail over, and say w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
@@ -17,6 +18,8 @@ from forwarder.upstream.transports import tcp, udp
 
 log = logging.getLogger("forwarder")
 
+UPSTREAM_ERROR_KINDS = ("timeout", "refused", "servfail", "mismatch", "tcp", "truncated",
+                        "network", "malformed")
 FAILOVER_RCODES = (wire.Rcode.SERVFAIL, wire.Rcode.REFUSED)
 
 
@@ -52,8 +55,16 @@ class ServerState:
         self.rtt = metrics.upstream_duration.labels(group, server.label)
 
     def close(self) -> None:
-        """Closes the server's upstream sockets."""
+        """Closes the server's upstream sockets and forgets its metric series (a reload
+        dropped it, or the process is stopping)."""
         self.udp_pool.close()
+        series = [(metrics.upstream_queries, (t,)) for t in ("udp", "tcp")]
+        series += [(metrics.upstream_errors, (k,)) for k in UPSTREAM_ERROR_KINDS]
+        series += [(metrics.upstream_health_checks, (r,)) for r in ("success", "failure")]
+        series += [(metrics.upstream_duration, ())]
+        for metric, rest in series:
+            with contextlib.suppress(KeyError):
+                metric.remove(self.group, self.label, *rest)
 
     def set_healthy(self, healthy: bool) -> None:
         if healthy != self.healthy:

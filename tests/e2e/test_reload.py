@@ -356,3 +356,29 @@ async def test_process_reloads_on_sighup_and_drains_on_sigterm(
             proc.kill()
             with contextlib.suppress(ProcessLookupError):
                 await proc.wait()
+
+
+async def test_dropped_server_series_are_forgotten(upstream: FakeUpstream,
+                                                   upstream2: FakeUpstream,
+                                                   tmp_path: Path) -> None:
+    """A reload that removes an upstream server removes its metric series too, so
+    /metrics does not carry dead servers forever."""
+    import yaml
+
+    from forwarder import metrics
+    from tests.conftest import forwarder_config, query, running
+
+    cfg = forwarder_config({"up": [upstream.addr]})
+    path = tmp_path / "f.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    labels = {"group": "up", "server": upstream.addr, "transport": "udp"}
+    async with running(cfg, path=str(path)) as srv:
+        await query(srv, "udp", "a.example.com")
+        assert metrics.REGISTRY.get_sample_value("forwarder_upstream_queries_total", labels) == 1
+        cfg["upstreams"]["up"]["servers"] = [upstream2.addr]
+        path.write_text(yaml.safe_dump(cfg))
+        assert await srv.reload()
+        assert metrics.REGISTRY.get_sample_value("forwarder_upstream_queries_total",
+                                                 labels) is None
+        await query(srv, "udp", "b.example.com")
+    assert len(upstream2.received) == 1
