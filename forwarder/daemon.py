@@ -1,19 +1,34 @@
 """`forwarder run`: one serving process from start to exit: bind, write the pid file, drop
-privileges, notify systemd, serve until SIGTERM, and say why it could not start."""
+privileges, notify systemd, serve until SIGTERM, and say why it could not start.
+
+With `workers:` above 1 the supervisor in forwarder/workers.py runs instead and forks the
+serving processes, which run `run_worker`: the same steps, but they report to the
+supervisor over a pipe instead of to systemd, leave the pid file to it, fold their metric
+counts into the shared files every second, and only worker 0 serves HTTP. The server (and
+with it prometheus_client) is imported only inside a serving process, so that the
+supervisor can switch metrics to multiprocess mode before anything loads them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import sys
+from typing import TYPE_CHECKING
 
 from forwarder import cli, privileges
 from forwarder.config.model import Config
 from forwarder.sdnotify import Notifier
-from forwarder.server import Server
+
+if TYPE_CHECKING:
+    from forwarder.server import Server
 
 log = logging.getLogger("forwarder")
+
+HEARTBEAT = 1.0  # seconds between a worker's metric flushes and `alive` messages
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess directory
 
 
 def status_line(server: Server) -> str:
@@ -23,16 +38,14 @@ def status_line(server: Server) -> str:
     return f"serving {len(rt.config.rules)} rules, {healthy} of {len(groups)} groups healthy"
 
 
-async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) -> int:
-    """Runs one forwarder process; answers its exit code."""
-    server = Server(cfg, path)
+def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None) -> int | None:
+    """Binds *server*'s listeners, writes *pid_file* and drops to *user*: what a serving
+    process does before it serves. Answers the exit code when it cannot, else None."""
     try:
         server.bind()
     except OSError as e:
         log.error("cannot bind %s: %s", ", ".join(lst.label for lst in cfg.listen), e.strerror)
         return cli.EXIT_FAILURE
-    pid_file = pid_file or cfg.pid_file
-    user = user or cfg.user
     try:
         if pid_file:
             privileges.write_pid_file(pid_file)  # before the drop: /run belongs to root
@@ -45,6 +58,19 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
     except (privileges.PrivilegeError, privileges.PidFileError) as e:
         log.error("%s", e)
         return cli.EXIT_FAILURE
+    return None
+
+
+async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) -> int:
+    """Runs one forwarder process; answers its exit code."""
+    from forwarder.server import Server
+
+    server = Server(cfg, path)
+    pid_file = pid_file or cfg.pid_file
+    user = user or cfg.user
+    failed = prepare(server, cfg, user, pid_file)
+    if failed is not None:
+        return failed
 
     notifier = Notifier()
 
@@ -77,6 +103,10 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
 
 
 def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None = None) -> int:
+    if cfg.workers > 1:
+        from forwarder import workers
+
+        return workers.main(cfg, path, user=user or cfg.user, pid_file=pid_file or cfg.pid_file)
     try:
         return cli.run_loop(serve(cfg, path, user, pid_file))
     except KeyboardInterrupt:
@@ -85,3 +115,121 @@ def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None =
         log.exception("fatal error")
         print("forwarder stopped on an internal error", file=sys.stderr)
         return cli.EXIT_FAILURE
+
+
+# --- one of `workers:` processes (forwarder/workers.py starts them) ---------------------
+
+
+class Link:
+    """A worker's end of its pipe to the supervisor."""
+
+    def __init__(self, index: int, fd: int) -> None:
+        self.index = index
+        self.fd = fd
+
+    def send(self, *words: str) -> bool:
+        """Sends one message line; answers False when the supervisor is gone."""
+        line = " ".join(words).replace("\n", " ")[:1000] + "\n"  # < PIPE_BUF: one write
+        try:
+            os.write(self.fd, line.encode("utf-8", "replace"))
+        except OSError:
+            return False
+        return True
+
+
+class _WorkerTag(logging.Filter):
+    """Starts each log message of a worker process with `worker N: `."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.prefix = f"worker {index}: "
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not getattr(record, "worker_tagged", False):
+            record.msg = self.prefix + str(record.msg)
+            record.worker_tagged = True
+        return True
+
+
+def run_worker(link: Link, cfg: Config, path: str, user: str | None) -> int:
+    """Runs one worker process to its end; answers its exit code."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_WorkerTag(link.index))
+    try:
+        return cli.run_loop(_serve_worker(link, cfg, path, user))
+    except KeyboardInterrupt:
+        return cli.EXIT_OK
+    except Exception:
+        log.exception("fatal error")
+        return cli.EXIT_FAILURE
+
+
+async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) -> int:
+    from forwarder import metrics
+    from forwarder.server import Server
+
+    server = Server(cfg, path)
+    server.worker = link.index
+    if metrics.MULTIPROCESS:
+        _hand_over_metric_files(user, cfg.group)
+    failed = prepare(server, cfg, user, None)
+    if failed is not None:
+        return failed
+
+    def reloaded(ok: bool) -> None:
+        link.send("reloaded", "ok" if ok else "failed", status_line(server))
+
+    server.on_reload.append(reloaded)
+    await server.start()
+    server.install_signal_handlers()
+    link.send("ready", status_line(server))
+    heartbeat = asyncio.ensure_future(_heartbeat(server, link, metrics.MULTIPROCESS))
+    try:
+        await server.wait_stopped()
+    finally:
+        heartbeat.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
+        if metrics.MULTIPROCESS:
+            _flush()  # the last counts, for the scrapes of the other workers
+    log.info("stopped")
+    return cli.EXIT_OK
+
+
+def _hand_over_metric_files(user: str | None, group: str | None) -> None:
+    """Before a worker running as root drops to *user*: the metric files it has created so
+    far become that user's, so that worker 0 (also that user) can read them whatever the
+    umask. Files created after the drop are the user's anyway."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory or not user or not privileges.running_as_root():
+        return
+    try:
+        uid, gid = privileges.user_ids(user, group)
+    except privileges.PrivilegeError:
+        return  # the drop itself fails and says why
+    suffix = f"_{os.getpid()}.db"
+    for name in os.listdir(directory):
+        if name.endswith(suffix):
+            os.chown(os.path.join(directory, name), uid, gid)
+
+
+async def _heartbeat(server: Server, link: Link, flush: bool) -> None:
+    """Every HEARTBEAT: folds this worker's pending counts into its metric files (worker 0
+    scrapes them from there) and tells the supervisor the event loop is alive."""
+    while True:
+        await asyncio.sleep(HEARTBEAT)
+        if flush:
+            _flush()
+        if not link.send("alive"):
+            log.error("the supervisor is gone; stopping")
+            await server.stop()
+            return
+
+
+def _flush() -> None:
+    from forwarder import metrics
+
+    try:
+        metrics.PENDING.flush()
+    except Exception:  # a count lost must not end the heartbeat (the watchdog hangs on it)
+        log.exception("cannot write the metric files")

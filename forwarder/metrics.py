@@ -4,17 +4,26 @@ Names follow Prometheus conventions: `forwarder_` prefix, base units, `_total` c
 `_seconds` histograms. Labels have bounded cardinality: rule, group, server and policy
 names come from the configuration; query types are folded to a fixed set; never a query
 name or a client address.
+
+Multiprocess mode (`workers:` above 1): the supervisor points PROMETHEUS_MULTIPROC_DIR at a
+private directory before prometheus_client is first imported, so every worker keeps its
+values in its own memory-mapped files. Each worker folds its pending counts into them every
+second; worker 0 serves /metrics from `exposition_registry()`, which merges every worker's
+files. Gauges say how they merge (`multiprocess_mode`): sums for what each worker holds
+(in-flight queries, TCP connections, cache entries), the minimum for health (1 only while
+every worker sees the server up or the canary passing), the maximum for the last reload time.
 """
 
 from __future__ import annotations
 
 import platform
+import warnings
 import weakref
 from collections.abc import Iterable
 from typing import Any
 
 import prometheus_client
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, values
 from prometheus_client.registry import Collector
 
 from forwarder import __version__, wire
@@ -23,6 +32,13 @@ from forwarder import __version__, wire
 prometheus_client.disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)
+
+# what prometheus_client chose when it was imported: mmap files per process, or plain values
+MULTIPROCESS: bool = getattr(values.ValueClass, "_multiprocess", False)
+if MULTIPROCESS:
+    # the files cannot forget a series: one a reload drops stays in /metrics (documented)
+    warnings.filterwarnings("ignore", message="Removal of labels has not been implemented",
+                            category=UserWarning)
 
 
 class _PendingCounts(Collector):
@@ -34,9 +50,13 @@ class _PendingCounts(Collector):
         self.flushers: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def collect(self) -> Iterable[Any]:
+        self.flush()
+        return ()
+
+    def flush(self) -> None:
+        """Folds every owner's pending counts into the metrics now."""
         for owner in list(self.flushers):
             owner.flush()
-        return ()
 
 
 PENDING = _PendingCounts()
@@ -84,9 +104,10 @@ internal_errors = Counter("forwarder_internal_errors_total",
                           "Queries answered SERVFAIL because of an internal error.",
                           registry=REGISTRY)
 inflight = Gauge("forwarder_inflight_queries",
-                 "Queries waiting on an upstream, hook or policy lookup.", registry=REGISTRY)
+                 "Queries waiting on an upstream, hook or policy lookup.", registry=REGISTRY,
+                 multiprocess_mode="livesum")
 tcp_connections = Gauge("forwarder_tcp_connections", "Open client TCP connections.",
-                        registry=REGISTRY)
+                        registry=REGISTRY, multiprocess_mode="livesum")
 
 # --- upstreams ------------------------------------------------------------------------------
 upstream_queries = Counter("forwarder_upstream_queries_total",
@@ -101,10 +122,10 @@ upstream_duration = Histogram("forwarder_upstream_duration_seconds",
                               ["group", "server"], buckets=TIME_BUCKETS, registry=REGISTRY)
 upstream_healthy = Gauge("forwarder_upstream_healthy",
                          "1 if the upstream server is considered up, else 0.",
-                         ["group", "server"], registry=REGISTRY)
+                         ["group", "server"], registry=REGISTRY, multiprocess_mode="livemin")
 upstream_canary_ok = Gauge("forwarder_upstream_canary_ok",
                            "1 if the group's canary name resolves to allowed addresses, else 0.",
-                           ["group"], registry=REGISTRY)
+                           ["group"], registry=REGISTRY, multiprocess_mode="livemin")
 upstream_health_checks = Counter("forwarder_upstream_health_checks_total",
                                  "Active health-check probes sent, by result (success, failure).",
                                  ["group", "server", "result"], registry=REGISTRY)
@@ -125,7 +146,8 @@ cache_misses = Counter("forwarder_cache_misses_total", "Cache lookups that found
 cache_stale = Counter("forwarder_cache_stale_served_total",
                       "Expired answers served because upstreams failed (RFC 8767).",
                       registry=REGISTRY)
-cache_entries = Gauge("forwarder_cache_entries", "Entries in the cache.", registry=REGISTRY)
+cache_entries = Gauge("forwarder_cache_entries", "Entries in the cache.", registry=REGISTRY,
+                      multiprocess_mode="livesum")
 cache_evictions = Counter("forwarder_cache_evictions_total",
                           "Entries evicted to stay within cache.max_entries.", registry=REGISTRY)
 cache_coalesced = Counter("forwarder_cache_coalesced_total",
@@ -137,12 +159,34 @@ config_reloads = Counter("forwarder_config_reloads_total", "Configuration reload
                          ["result"], registry=REGISTRY)
 config_last_reload_success = Gauge("forwarder_config_last_reload_success_timestamp_seconds",
                                    "Unix time of the last successful configuration load.",
-                                   registry=REGISTRY)
+                                   registry=REGISTRY, multiprocess_mode="livemax")
 querylog_dropped = Counter("forwarder_querylog_dropped_total",
                            "Query log lines dropped because the log queue was full.",
                            registry=REGISTRY)
-build_info = Info("forwarder_build", "Version of the forwarder and of Python.", registry=REGISTRY)
-build_info.info({"version": __version__, "python": platform.python_version()})
+build_info: Info | Gauge
+if MULTIPROCESS:  # the files hold no Info: the same series as a gauge set to 1
+    build_info = Gauge("forwarder_build_info", "Version of the forwarder and of Python.",
+                       ["version", "python"], registry=REGISTRY, multiprocess_mode="livemax")
+    build_info.labels(__version__, platform.python_version()).set(1)
+else:
+    build_info = Info("forwarder_build", "Version of the forwarder and of Python.",
+                      registry=REGISTRY)
+    build_info.info({"version": __version__, "python": platform.python_version()})
+
+_EXPOSED = REGISTRY
+if MULTIPROCESS:
+    # built now, while the process may still read everything: workers drop privileges later
+    from prometheus_client import multiprocess
+
+    _EXPOSED = CollectorRegistry()
+    _EXPOSED.register(PENDING)
+    multiprocess.MultiProcessCollector(_EXPOSED)
+
+
+def exposition_registry() -> CollectorRegistry:
+    """The registry /metrics serves: REGISTRY, or in multiprocess mode one that first folds
+    this process's pending counts and then merges every worker's files."""
+    return _EXPOSED
 
 
 def observe_many(child: Any, buckets: list[int], total: float) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "drop_privileges",
     "remove_pid_file",
     "running_as_root",
+    "user_ids",
     "write_pid_file",
 ]
 
@@ -96,6 +97,16 @@ def _lookup_group(group: str) -> int:
         except KeyError:
             pass
     raise PrivilegeError(f"cannot drop privileges: group {group!r} does not exist")
+
+
+def user_ids(user: str, group: str | None = None) -> tuple[int, int]:
+    """Answer the (uid, gid) that :func:`drop_privileges` would switch to.
+
+    Raises:
+        PrivilegeError: the user or group does not exist.
+    """
+    entry = _lookup_user(user)
+    return entry.pw_uid, entry.pw_gid if group is None else _lookup_group(group)
 
 
 def drop_privileges(user: str, group: str | None = None) -> None:

@@ -2,6 +2,10 @@
 process serves) and /readyz (listeners bound, and every rule's upstream group has a server
 up and a passing canary; otherwise 503 with a JSON body saying which group and why).
 
+With `workers:` above 1, worker 0 alone serves these: /metrics merges every worker's
+metrics (multiprocess mode), /healthz and /readyz answer from worker 0's own view (its
+listeners and its health checks), and /readyz says which worker answered.
+
 A deliberately small HTTP/1.1 server on asyncio streams: one request per connection, a
 bounded request head, a read deadline and a cap on open connections, so that a slow or
 hostile client can neither stall the event loop nor exhaust the process.
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from typing import TYPE_CHECKING
 
 from prometheus_client import exposition
@@ -118,11 +123,14 @@ class HttpService:
     def _route(self, path: str, accept: str) -> tuple[int, dict[str, str], bytes]:
         if path == "/metrics":
             encode, content_type = exposition.choose_encoder(accept)
-            return 200, {"Content-Type": content_type}, encode(metrics.REGISTRY)
+            return 200, {"Content-Type": content_type}, encode(metrics.exposition_registry())
         if path == "/healthz":
             return 200, {"Content-Type": TEXT}, b"ok\n"
         if path == "/readyz":
             ready, report = health.readiness(self.server)
+            if self.server.worker is not None:
+                report["worker"] = {"index": self.server.worker, "pid": os.getpid(),
+                                    "workers": self.server.config.workers}
             body = json.dumps(report, indent=2, sort_keys=True).encode() + b"\n"
             return (200 if ready else 503), {"Content-Type": JSON}, body
         return 404, {"Content-Type": TEXT}, b"not found: try /metrics, /healthz or /readyz\n"
@@ -144,9 +152,10 @@ class HttpService:
 
 
 def service(server: Server) -> HttpService | None:
-    """Answers the HTTP service for *server*, or None when metrics are disabled."""
+    """Answers the HTTP service for *server*, or None when metrics are disabled or another
+    worker serves them."""
     settings = server.config.metrics
-    if not settings.enabled:
+    if not settings.enabled or server.worker not in (None, 0):
         return None
     address = parse_server(settings.listen, any_port=True)
     return HttpService(server, address.host, address.port)

@@ -5,7 +5,11 @@ The exposition text is what a scraper sees, so most checks read `generate_latest
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -136,3 +140,65 @@ def test_qtype_and_rcode_labels_are_bounded() -> None:
     assert qtypes == metrics.FOLDED_QTYPES | {"other"}
     rcodes = {metrics.rcode_label(r) for r in range(4_096)}
     assert rcodes == set(metrics.RCODE_NAMES.values()) | {"other"}
+
+
+# --- multiprocess mode (`workers:` above 1) -----------------------------------------------
+
+WORKER = """
+import sys
+from forwarder import metrics
+metrics.upstream_healthy.labels("up", "192.0.2.53:53").set(float(sys.argv[1]))
+metrics.inflight.inc(float(sys.argv[2]))
+metrics.queries.labels("udp", "default", "A").inc(float(sys.argv[2]))
+print(__import__("os").getpid())
+"""
+
+SCRAPE = """
+import sys
+from prometheus_client import generate_latest, multiprocess
+from forwarder import metrics
+assert metrics.MULTIPROCESS
+for pid in sys.argv[1:]:
+    multiprocess.mark_process_dead(int(pid))
+sys.stdout.write(generate_latest(metrics.exposition_registry()).decode())
+"""
+
+
+def _run(code: str, directory: str, *args: str) -> str:
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": directory}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=env, timeout=30)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_multiprocess_exposition_merges_workers_under_the_same_names(tmp_path: Path) -> None:
+    """Two workers' files merged: counters and in-flight summed, health the minimum (one
+    worker sees the server down: 0), build info a gauge with the same name and labels; the
+    families keep the names and types of single-process mode."""
+    first = _run(WORKER, str(tmp_path), "1", "2").strip()
+    _run(WORKER, str(tmp_path), "0", "3")
+    families = {f.name: f for f in text_string_to_metric_families(_run(SCRAPE, str(tmp_path)))}
+    single = exposition()
+    for name, family in families.items():
+        exposed = name + "_total" if family.type == "counter" else name
+        assert single.get(exposed) == family.type, name
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for f in families.values() for s in f.samples}
+    assert values[("forwarder_queries_total",
+                   (("protocol", "udp"), ("qtype", "A"), ("rule", "default")))] == 5
+    assert values[("forwarder_inflight_queries", ())] == 5
+    assert values[("forwarder_upstream_healthy", (("group", "up"),
+                                                  ("server", "192.0.2.53:53")))] == 0
+    (build,) = families["forwarder_build_info"].samples
+    assert build.name == "forwarder_build_info" and set(build.labels) == {"version", "python"}
+    assert build.value == 1.0
+
+    # the first worker is gone: its live gauges go, its counts stay
+    families = {f.name: f for f in text_string_to_metric_families(
+        _run(SCRAPE, str(tmp_path), first))}
+    values = {(s.name, tuple(sorted(s.labels.items()))): s.value
+              for f in families.values() for s in f.samples}
+    assert values[("forwarder_inflight_queries", ())] == 3
+    assert values[("forwarder_queries_total",
+                   (("protocol", "udp"), ("qtype", "A"), ("rule", "default")))] == 5
