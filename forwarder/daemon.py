@@ -46,6 +46,9 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
     except OSError as e:
         log.error("cannot bind %s: %s", ", ".join(lst.label for lst in cfg.listen), e.strerror)
         return cli.EXIT_FAILURE
+    from forwarder import runtime
+
+    runtime.preload()
     try:
         if pid_file:
             privileges.write_pid_file(pid_file)  # before the drop: /run belongs to root
@@ -61,11 +64,26 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
     return None
 
 
+async def start_or_report(server: Server) -> bool:
+    """Starts *server*; when its runtime cannot be built (a hook file that does not import
+    as the service user, a query log it cannot open) logs every problem and answers False."""
+    from forwarder.errors import ConfigError
+
+    try:
+        await server.start()
+    except ConfigError as e:
+        for problem in e.problems:
+            log.error("%s: %s", e.source, problem)
+        server.close_sockets()
+        return False
+    return True
+
+
 async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) -> int:
     """Runs one forwarder process; answers its exit code."""
     from forwarder.server import Server
 
-    server = Server(cfg, path)
+    server = Server(cfg, path, build=False)  # hooks and the query log after the drop
     pid_file = pid_file or cfg.pid_file
     user = user or cfg.user
     failed = prepare(server, cfg, user, pid_file)
@@ -86,7 +104,8 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
     server.on_reload.append(reloaded)
     watchdog: asyncio.Task[None] | None = None
     try:
-        await server.start()
+        if not await start_or_report(server):
+            return cli.EXIT_CONFIG
         server.install_signal_handlers(on_signal)
         notifier.ready(status_line(server))
         watchdog = asyncio.ensure_future(notifier.watchdog_loop())
@@ -168,7 +187,7 @@ async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) ->
     from forwarder import metrics
     from forwarder.server import Server
 
-    server = Server(cfg, path)
+    server = Server(cfg, path, build=False)  # hooks and the query log after the drop
     server.worker = link.index
     if metrics.MULTIPROCESS:
         _hand_over_metric_files(user, cfg.group)
@@ -180,7 +199,8 @@ async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) ->
         link.send("reloaded", "ok" if ok else "failed", status_line(server))
 
     server.on_reload.append(reloaded)
-    await server.start()
+    if not await start_or_report(server):
+        return cli.EXIT_CONFIG
     server.install_signal_handlers()
     link.send("ready", status_line(server))
     heartbeat = asyncio.ensure_future(_heartbeat(server, link, metrics.MULTIPROCESS))

@@ -47,6 +47,16 @@ class Runtime:
             self.cache.release(self)  # closes it unless a newer runtime shares it
 
 
+def preload() -> None:
+    """Imports everything building a runtime and serving needs, so that a process that
+    dropped privileges does not depend on reading the Python installation afterwards."""
+    import encodings.idna  # noqa: F401  (asyncio encodes host names when it binds HTTP)
+
+    _builders()
+    from forwarder.listeners import http  # noqa: F401
+    from forwarder.upstream import health  # noqa: F401
+
+
 def _builders() -> tuple[Any, ...]:
     """The optional parts, in build order: each takes (config, runtime, previous), sets its
     attribute of the runtime (or leaves it None), and raises ConfigError when it cannot."""
@@ -92,8 +102,9 @@ class RuntimeHolder:
 
     __slots__ = ("current",)
 
-    def __init__(self, runtime: Runtime) -> None:
-        self.current = runtime
+    def __init__(self, runtime: Runtime | None) -> None:
+        # None only between Server(build=False) and Server.start(), before any query
+        self.current: Runtime = runtime  # type: ignore[assignment]
 
     def swap(self, runtime: Runtime) -> Runtime:
         old, self.current = self.current, runtime

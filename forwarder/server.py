@@ -41,11 +41,14 @@ def _service_factories() -> tuple[Callable[[Server], Service | None], ...]:
 class Server:
     """One forwarder process: listeners, the current runtime, and the services around it."""
 
-    def __init__(self, cfg: Config, config_path: str | None = None, reuse_port: bool = False):
+    def __init__(self, cfg: Config, config_path: str | None = None, reuse_port: bool = False,
+                 build: bool = True):
+        """*build* False leaves building the runtime (importing hooks, opening the query
+        log) to start(), so that `run` can bind and drop privileges first."""
         self.config = cfg
         self.config_path = config_path
         self.reuse_port = reuse_port or cfg.workers > 1
-        self.holder = runtime.RuntimeHolder(runtime.build(cfg))
+        self.holder = runtime.RuntimeHolder(runtime.build(cfg) if build else None)
         self.pipeline = Pipeline(self.holder)
         self.accounting = Accounting()
         self.udp: list[udp.UdpListener] = []
@@ -75,7 +78,7 @@ class Server:
                     if self._bind_listener(listener, last=attempt == PORT_ZERO_ATTEMPTS - 1):
                         break
         except OSError:
-            self._close_sockets()
+            self.close_sockets()
             raise
 
     def _bind_listener(self, listener: Listener, last: bool) -> bool:
@@ -103,7 +106,10 @@ class Server:
         return True
 
     async def start(self) -> None:
-        """Binds (if not yet bound) and starts listening, then the background services."""
+        """Builds the runtime if not yet built (raises ConfigError), binds if not yet bound,
+        starts listening, then the background services."""
+        if self.holder.current is None:
+            self.holder.current = runtime.build(self.config)
         if not self.udp and not self.tcp:
             self.bind()
         for u in self.udp:
@@ -194,7 +200,7 @@ class Server:
                 await service.stop()
             except Exception:
                 log.exception("error stopping a service")
-        self._close_sockets()
+        self.close_sockets()
         self.listening = False
         self.holder.current.close()
         for group in self.holder.current.groups.values():
@@ -202,7 +208,7 @@ class Server:
                 state.close()
         self._stopped.set()
 
-    def _close_sockets(self) -> None:
+    def close_sockets(self) -> None:
         for u in self.udp:
             u.close()
         for t in self.tcp:

@@ -9,6 +9,7 @@ import pwd
 import signal
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import dns.asyncquery
@@ -138,6 +139,38 @@ async def test_binds_then_drops_to_user(tmp_path: Path) -> None:
         uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
         assert set(uid_line.split()[1:]) == {str(pwd.getpwnam("nobody").pw_uid)}
         assert pid_file.read_text().strip() == str(proc.pid)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 10) == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
+async def test_hooks_load_after_the_drop() -> None:
+    """Hook files are imported (and their setup() run) as the unprivileged user, not root."""
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:  # pytest's tmp is root-only
+        os.chmod(tmp, 0o777)
+        await hooks_load_after_the_drop(Path(tmp))
+
+
+async def hooks_load_after_the_drop(tmp_path: Path) -> None:
+    out = tmp_path / "uid.txt"
+    hook = tmp_path / "hook.py"
+    hook.write_text("import os\n\n\ndef setup(options):\n"
+                    "    with open(options['out'], 'w') as f:\n"
+                    "        f.write(str(os.geteuid()))\n\n\n"
+                    "def on_query(ctx):\n    return None\n")
+    hook.chmod(0o644)
+    port = free_port()
+    cfg = tmp_path / "f.yaml"
+    cfg.write_text(f"listen: [{{address: 127.0.0.1, port: {port}}}]\n"
+                   f"hooks: [{{path: {hook}, options: {{out: {out}}}}}]\n"
+                   "metrics: {enabled: false}\nzones: [{match: ., action: refuse}]\n")
+    cfg.chmod(0o644)
+    proc = await asyncio.create_subprocess_exec(
+        *FORWARDER, "run", "-c", str(cfg), "--user", "nobody")
+    try:
+        await wait_answer(port)
+        assert out.read_text() == str(pwd.getpwnam("nobody").pw_uid)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0

@@ -108,7 +108,11 @@ class UdpPool:
 
     def _socket(self, loop: asyncio.AbstractEventLoop) -> _PooledSocket:
         if self.closed:
-            raise ConnectionAbortedError("this upstream server was removed by a reload")
+            # a query that started under the configuration a reload replaced: it still
+            # gets its answer, from a socket closed as soon as it is done
+            slot = self._open(loop)
+            slot.retired = True
+            return slot
         sockets = self.sockets
         if len(sockets) < POOL_SOCKETS:
             slot = self._open(loop)

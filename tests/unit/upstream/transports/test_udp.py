@@ -4,6 +4,7 @@ reported, and sockets of a dropped server closed only once their queries are don
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 
 import dns.message
@@ -65,6 +66,19 @@ async def test_port_unreachable_is_an_oserror() -> None:
     with pytest.raises(OSError):
         await pool.exchange(q, qname, 1, 1, 2.0, lambda: None)
     pool.close()
+
+
+async def test_query_after_close_is_answered_and_leaves_no_socket(
+        upstream: FakeUpstream) -> None:
+    """A query that started under a configuration a reload replaced still gets its answer
+    (no query is dropped on reload), and its one-off socket is closed afterwards."""
+    pool = udp.UdpPool("127.0.0.1", upstream.port)
+    pool.close()
+    q, qname = question()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    data = await pool.exchange(q, qname, 1, 1, 2.0, lambda: None)
+    assert dns.message.from_wire(data).answer[0][0].address == "192.0.2.1"
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 async def test_close_waits_for_queries_in_flight(upstream: FakeUpstream) -> None:
