@@ -37,7 +37,7 @@ class Runtime:
     rate_limiter: Any = None  # stages.ratelimit.RateLimiter
     querylog: Any = None  # querylog.QueryLog
     # the cache's wire front when every query may skip the pipeline on a repeat hit
-    wire_front: dict[bytes, tuple[bytes, int, str, int, int]] | None = None
+    wire_front: dict[bytes, Any] | None = None  # stages.cache.FrontEntry values
 
     def close(self) -> None:
         """Releases what this runtime owns once no query uses it any more."""
@@ -84,7 +84,7 @@ def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
     return rt
 
 
-def wire_front(rt: Runtime) -> dict[bytes, tuple[bytes, int, str, int, int]] | None:
+def wire_front(rt: Runtime) -> dict[bytes, Any] | None:
     """The cache's wire front, or None when some stage must see every query: hooks, the
     rate limit, the query log, prefetch (counts hits), or rules that match client networks
     (the same bytes could then route differently for different clients)."""

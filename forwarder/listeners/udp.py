@@ -96,7 +96,7 @@ class UdpListener:
 
     def _read_with_front(self, rt: Runtime) -> None:
         """The batch reader with the cache's wire front: a repeat of a query answered from
-        the cache this second gets the same bytes with its own ID, and nothing else runs
+        the cache gets the same bytes (TTLs aged) with its own ID, and nothing else runs
         (stages/cache.py explains when that is exact)."""
         front = rt.wire_front
         assert front is not None
@@ -106,6 +106,7 @@ class UdpListener:
         recvfrom = self.sock.recvfrom
         sendto = self.sock.sendto
         hits: dict[tuple[str, int, int], int] = {}
+        tail: bytes | None
         try:
             for _ in range(BATCH):
                 try:
@@ -116,15 +117,19 @@ class UdpListener:
                     log.debug("udp receive error: %s", e)
                     return
                 hit = front.get(data[2:])
-                if hit is None or hit[1] != second or not allows(addr[0]):
+                if hit is None or not allows(addr[0]):
+                    self._datagram(data, addr)
+                    continue
+                tail = hit.tail if hit.second == second else hit.age_to(second)
+                if tail is None:  # expired: the cache decides (stale, refresh)
                     self._datagram(data, addr)
                     continue
                 try:
-                    sendto(data[:2] + hit[0], addr)
+                    sendto(data[:2] + tail, addr)
                 except (BlockingIOError, InterruptedError):
                     metrics.dropped.labels("udp_send_buffer_full").inc()
-                key = hit[2:]
-                hits[key] = hits.get(key, 0) + 1  # type: ignore[index]
+                key = hit.accounting
+                hits[key] = hits.get(key, 0) + 1
         finally:
             if hits:
                 elapsed = time.monotonic() - started  # each waited at most the whole batch

@@ -47,10 +47,12 @@ Eviction is LRU within max_entries; expired entries past their stale window are 
 when looked up.
 
 The wire front (UDP only): once a hit has been answered, the exact bytes the client sent
-(minus the ID) map to the exact bytes it got (minus the ID), for the rest of that second.
-A repeat of the same query in the same second is answered by one dict lookup and an ID
-patch, without reading the question. Next second the ordinary lookup runs again (ageing
-the TTLs, honouring expiry and LRU order) and refreshes the front. The runtime uses the
+(minus the ID) map to the exact bytes it got (minus the ID) until the entry expires. A
+repeat of the same query is answered by one dict lookup and an ID patch, without reading
+the question; in a later second the front lowers the TTLs itself first (FrontEntry). Once
+the entry expires the ordinary lookup runs again (serve-stale, refresh). Front hits do
+not move an entry up the LRU order; an entry evicted meanwhile is still served from the
+front until it expires, which is still a correct answer. The runtime uses the
 front only when nothing else needs to see each query (no hooks, rate limit, query log,
 prefetch, or client-network rules): see Runtime.wire_front.
 """
@@ -123,6 +125,37 @@ class Entry:
         return data[3] & 0xF
 
 
+class FrontEntry:
+    """The reply bytes (after the ID) sent for one query's bytes, as of `second`; `age_to`
+    lowers its TTLs for a later second, the way the cache entry it came from ages."""
+
+    __slots__ = ("accounting", "offsets", "second", "tail", "until")
+
+    def __init__(self, tail: bytes, second: int, until: int, offsets: tuple[int, ...],
+                 accounting: tuple[str, int, int]) -> None:
+        self.tail = tail
+        self.second = second
+        self.until = until  # the first second the entry is no longer fresh
+        self.offsets = offsets  # of every TTL in the whole message (the reply has the same
+        # layout as the cached wire: same question length, OPT appended at the end)
+        self.accounting = accounting  # (rule, qtype, rcode) for the query counters
+
+    def age_to(self, second: int) -> bytes | None:
+        """The bytes for *second*, or None once the entry has expired (the cache decides
+        what happens then: serve stale, refresh)."""
+        if second >= self.until or second < self.second:
+            return None
+        buf = bytearray(self.tail)
+        delta = second - self.second
+        unpack, pack = TTL.unpack_from, TTL.pack_into
+        for off in self.offsets:
+            ttl = unpack(buf, off - 2)[0] - delta
+            pack(buf, off - 2, ttl if ttl > 0 else 0)
+        self.tail = bytes(buf)
+        self.second = second
+        return self.tail
+
+
 class _OwnerGone(Exception):
     """The query fetching for a key was cancelled; its waiters fetch again themselves."""
 
@@ -159,8 +192,9 @@ class Cache:
         self.hits = 0  # counted here and folded into the metrics on collection
         self.misses = 0
         self.hit_second = 0  # the whole second of the last hit's age (for the wire front)
-        # client query bytes after the ID -> (reply bytes after the ID, second, accounting)
-        self.front: dict[bytes, tuple[bytes, int, str, int, int]] = {}
+        self.hit_entry: Entry | None = None  # and its entry
+        # client query bytes after the ID -> the reply bytes sent for them
+        self.front: dict[bytes, FrontEntry] = {}
         metrics.PENDING.flushers.add(self)
 
     def _count_hit(self) -> None:
@@ -178,13 +212,15 @@ class Cache:
             metrics.cache_misses.inc(misses)
 
     def remember(self, query: bytes, answer: bytes, rule: str, qtype: int, rcode: int) -> None:
-        """Puts a hit just answered into the wire front, for the rest of its second."""
-        if len(query) > FRONT_MAX_QUERY:
-            return
+        """Puts a hit just answered into the wire front, until its entry expires."""
+        entry = self.hit_entry
+        if len(query) > FRONT_MAX_QUERY or entry is None or answer[2] & (wire.TC >> 8):
+            return  # (a truncated answer has no records whose TTLs could be aged)
         front = self.front
         if len(front) >= FRONT_LIMIT:
             front.clear()
-        front[query[2:]] = (answer[2:], self.hit_second, rule, qtype, rcode)
+        front[query[2:]] = FrontEntry(answer[2:], self.hit_second, entry.stored + entry.ttl,
+                                      entry.offsets, (rule, qtype, rcode))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -227,6 +263,7 @@ class Cache:
             self._entries.move_to_end(key)
             self.hits += 1
             self.hit_second = second
+            self.hit_entry = entry
             if age == entry.age and entry.reply is not None:
                 return entry.reply
             return self._aged(key, entry, age)

@@ -12,7 +12,7 @@ import dns.rcode
 
 from forwarder import metrics
 from tests.conftest import forwarder_config, running
-from tests.fakes import FakeUpstream
+from tests.fakes import FakeUpstream, reply
 
 
 async def ask_raw(server_addr: tuple[str, int], query: dns.message.Message,
@@ -104,3 +104,23 @@ async def test_no_front_when_a_stage_must_see_every_query(upstream: FakeUpstream
     cfg = forwarder_config({"up": [upstream.addr]}, rate_limit={"qps": 1000})
     async with running(cfg) as srv:
         assert srv.runtime.wire_front is None
+
+
+async def test_front_hands_over_at_expiry(upstream: FakeUpstream) -> None:
+    """Once the cached answer's TTL runs out, the repeat goes back to the cache and the
+    upstream (not the front's old bytes), and the fresh answer is fronted again."""
+    upstream.handler = lambda rx: reply(rx.message, "A 192.0.2.1", ttl=5)
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        clock = Clock()
+        srv.runtime.cache.clock = clock
+        q = dns.message.make_query("www.example.com", "A")
+        for _ in range(3):
+            await ask_raw(srv.address("udp"), q)
+        clock.now += 3
+        aged = await ask_raw(srv.address("udp"), q)
+        clock.now += 3
+        fresh = await ask_raw(srv.address("udp"), q)
+        again = await ask_raw(srv.address("udp"), q)
+    assert aged.answer[0].ttl == 2
+    assert len(upstream.received) == 2
+    assert fresh.answer[0].ttl == 5 and again.answer[0].ttl == 5
