@@ -56,7 +56,9 @@ class QueryLog:
     def _open(self) -> IO[str]:
         if self._to_stdout:
             return sys.stdout
-        return open(self.settings.path, "a", encoding="utf-8")
+        # line-buffered, appending: each line is one write(), so the lines of several
+        # worker processes appending to the same file do not interleave
+        return open(self.settings.path, "a", encoding="utf-8", buffering=1)
 
     # -- on the event loop -----------------------------------------------------------------
 
@@ -68,7 +70,7 @@ class QueryLog:
         item = (time.time(), q.client[0], q.transport, q.qname, q.qtype,
                 rule.name if rule is not None else None, q.group, q.server, q.upstream_rcode,
                 reply.wire, q.verdict, q.action, reply.ede, reply.rcode, reply.answered_by,
-                now - q.received)
+                now - q.received, dict(q.tags) if q.tags else None)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -151,7 +153,7 @@ class QueryLog:
 def format_line(item: tuple[Any, ...]) -> str:
     """Turns one queued record into its JSON line (with the newline)."""
     (stamp, client, protocol, qname, qtype, rule, group, server, upstream_rcode, reply_wire,
-     verdict, action, ede, rcode, answered_by, latency) = item
+     verdict, action, ede, rcode, answered_by, latency, tags) = item
     try:
         addresses = [a.text for a in answers.scan_response(reply_wire).addresses]
     except answers.ScanError:
@@ -175,6 +177,7 @@ def format_line(item: tuple[Any, ...]) -> str:
         "rcode": metrics.rcode_label(rcode),
         "answered_by": answered_by,
         "latency_ms": round(latency * 1000, 3),
+        "tags": tags or {},
     }, separators=(",", ":")) + "\n"
 
 

@@ -111,7 +111,7 @@ class Group:
                 failures.append("budget spent")
                 break
             server = order[attempt % len(order)]
-            if q is not None:
+            if q is not None and q.trace is not None:
                 q.note(f"ask {server.label} in group {self.name} (try {attempt + 1})")
             try:
                 reply = await self._try(server, question, qname, qtype, qclass, flags, do,

@@ -19,7 +19,7 @@ from tests.fakes import FakeUpstream, answers
 
 FIELDS = {"time", "client", "protocol", "name", "type", "rule", "group", "server",
           "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
-          "latency_ms"}
+          "latency_ms", "tags"}
 
 
 def logged(path: Path) -> list[dict[str, Any]]:
@@ -59,6 +59,7 @@ async def test_each_answered_query_is_one_json_line(upstream: FakeUpstream, tran
     assert first["verdict"] is None and first["action"] is None  # no policy on this rule
     assert first["ede"] == []
     assert 0 <= first["latency_ms"] < 3000
+    assert first["tags"] == {}
 
     assert (second["type"], second["rcode"], second["upstream_rcode"]) == \
         ("AAAA", "NXDOMAIN", "NXDOMAIN")
@@ -131,3 +132,16 @@ def test_a_path_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
         querylog={"enabled": True, "path": str(tmp_path / "missing" / "q.jsonl")}))
     with pytest.raises(ConfigError, match=r"querylog\.path: cannot open"):
         Server(cfg)
+
+
+async def test_hook_tags_are_logged(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Tags a hook puts on a query (examples/hooks/query_tags.py does) appear in its line."""
+    hook = tmp_path / "tag.py"
+    hook.write_text("def on_query(ctx):\n    ctx.tag('site', 'tokyo')\n    return None\n")
+    path = tmp_path / "queries.jsonl"
+    cfg = querylog_config(upstream, path)
+    cfg["hooks"] = [{"path": str(hook)}]
+    async with running(cfg) as srv:
+        await query(srv, "udp", "www.example.com", "A")
+    (line,) = logged(path)
+    assert line["tags"] == {"site": "tokyo"}
