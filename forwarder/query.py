@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from forwarder import wire
+from forwarder import metrics, wire
+from forwarder.errors import DropPacket, FormError
 
 if TYPE_CHECKING:
     from forwarder.config.model import Rule
@@ -82,6 +84,20 @@ class Reply:
         return wire.finish(
             q.id, q.flags, q.question, q.edns, q.do, q.udp_size, self.wire, self.rcode, self.ede
         )
+
+
+def receive(data: bytes, client: tuple[str, int], transport: str) -> Query | bytes | None:
+    """Reads a client message for a listener: the Query, or the bytes to send back
+    (FORMERR, or NOTIMP for another opcode), or None to drop it; counts what is malformed."""
+    try:
+        return Query.from_wire(data, client, transport, time.monotonic())
+    except DropPacket as e:
+        metrics.malformed.labels(e.kind).inc()
+        return None
+    except FormError as e:
+        metrics.malformed.labels(e.kind).inc()
+        rcode = wire.Rcode.NOTIMP if e.kind == "notimp" else wire.Rcode.FORMERR
+        return wire.header_only_reply(data, rcode)
 
 
 def error_reply(

@@ -9,11 +9,10 @@ import socket
 import struct
 import time
 
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config.model import Limits, Listener
-from forwarder.errors import DropPacket, FormError
 from forwarder.pipeline import DROP, Accounting, Pipeline
-from forwarder.query import Query, Reply
+from forwarder.query import Query, Reply, receive
 
 log = logging.getLogger("forwarder")
 
@@ -136,15 +135,10 @@ class TcpConnection(asyncio.Protocol):
         return True
 
     def _frame(self, data: bytes) -> None:
-        try:
-            q = Query.from_wire(data, self.client, "tcp", time.monotonic())
-        except DropPacket as e:
-            metrics.malformed.labels(e.kind).inc()
-            return
-        except FormError as e:
-            metrics.malformed.labels(e.kind).inc()
-            rcode = wire.Rcode.NOTIMP if e.kind == "notimp" else wire.Rcode.FORMERR
-            self._write(wire.header_only_reply(data, rcode))
+        q = receive(data, self.client, "tcp")
+        if not isinstance(q, Query):
+            if q is not None:
+                self._write(q)
             return
         reply = self.listener.pipeline.fast(q)
         if reply is None:

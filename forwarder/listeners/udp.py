@@ -13,11 +13,10 @@ import logging
 import socket
 import time
 
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config.model import Listener
-from forwarder.errors import DropPacket, FormError
 from forwarder.pipeline import DROP, Accounting, Pipeline
-from forwarder.query import Query, Reply
+from forwarder.query import Query, Reply, receive
 from forwarder.runtime import Runtime
 
 log = logging.getLogger("forwarder")
@@ -138,15 +137,10 @@ class UdpListener:
                     self.accounting.count("udp", rule, qtype, rcode, elapsed, n)
 
     def _datagram(self, data: bytes, addr: tuple[str, int]) -> None:
-        try:
-            q = Query.from_wire(data, addr, "udp", time.monotonic())
-        except DropPacket as e:
-            metrics.malformed.labels(e.kind).inc()
-            return
-        except FormError as e:
-            metrics.malformed.labels(e.kind).inc()
-            rcode = wire.Rcode.NOTIMP if e.kind == "notimp" else wire.Rcode.FORMERR
-            self._send(wire.header_only_reply(data, rcode), addr)
+        q = receive(data, addr, "udp")
+        if not isinstance(q, Query):
+            if q is not None:
+                self._send(q, addr)
             return
         reply = self.pipeline.fast(q)
         if reply is None:
