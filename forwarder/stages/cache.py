@@ -107,11 +107,13 @@ class Entry:
     stored in and `ttl` how many seconds it is fresh.
     """
 
-    __slots__ = ("age", "body", "ede", "hits", "offsets", "reply", "stored", "ttl")
+    __slots__ = ("age", "body", "ede", "hits", "judged", "offsets", "reply", "stored", "ttl")
 
     def __init__(self, body: bytes, offsets: tuple[int, ...], ede: tuple[tuple[int, str], ...],
-                 stored: int, ttl: int) -> None:
+                 stored: int, ttl: int, judged: tuple[str | None, str | None] = (None, None),
+                 ) -> None:
         self.body: bytes | None = body
+        self.judged = judged  # the policy's (verdict, action) on the answer, for the query log
         self.reply: Reply | None = None
         self.offsets = offsets
         self.ede = ede
@@ -189,6 +191,7 @@ class Cache:
         self._prefetch = cfg.cache.prefetch
         self._second = 0  # one int object per second: entries stored in it share it
         self._ints: dict[int, int] = {}  # TTL values shared between entries
+        self._judged: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
         self.hits = 0  # counted here and folded into the metrics on collection
         self.misses = 0
         self.hit_second = 0  # the whole second of the last hit's age (for the wire front)
@@ -264,6 +267,7 @@ class Cache:
             self.hits += 1
             self.hit_second = second
             self.hit_entry = entry
+            q.verdict, q.action = entry.judged
             if age == entry.age and entry.reply is not None:
                 return entry.reply
             return self._aged(key, entry, age)
@@ -528,7 +532,9 @@ class Cache:
             ttl = self._ints.setdefault(ttl, ttl) if len(self._ints) < 65_536 else ttl
         body = bytes(buf[:12] + buf[qend:])
         offsets = tuple(off for off, _ttl, _counts in records)
-        return Entry(body, offsets, reply.ede, self._second, ttl)
+        judged = (q.verdict, q.action)
+        judged = self._judged.setdefault(judged, judged)  # a few shared tuples, not one each
+        return Entry(body, offsets, reply.ede, self._second, ttl, judged)
 
     def _drop(self, key: bytes) -> None:
         if self._entries.pop(key, None) is not None:

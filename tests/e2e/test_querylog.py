@@ -145,3 +145,20 @@ async def test_hook_tags_are_logged(upstream: FakeUpstream, tmp_path: Path) -> N
         await query(srv, "udp", "www.example.com", "A")
     (line,) = logged(path)
     assert line["tags"] == {"site": "tokyo"}
+
+
+async def test_cache_hits_carry_the_policy_verdict(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """A cached answer's log line shows the verdict the policy gave it when it was fetched."""
+    upstream.handler = answers({("s3.amazonaws.com", "A"): ["A 10.0.1.15"]})
+    path = tmp_path / "queries.jsonl"
+    cfg = forwarder_config({"g": [upstream.addr]},
+                           zones=[{"match": ".", "upstream": "g", "policy": "p"}],
+                           policies={"p": {}},
+                           querylog={"enabled": True, "path": str(path)})
+    async with running(cfg) as srv:
+        await query(srv, "udp", "s3.amazonaws.com", "A")
+        await query(srv, "udp", "s3.amazonaws.com", "A")
+    fetched, cached = logged(path)
+    assert cached["answered_by"] == "cache"
+    assert (fetched["verdict"], fetched["action"]) == ("pass", "pass")
+    assert (cached["verdict"], cached["action"]) == ("pass", "pass")
