@@ -101,20 +101,19 @@ Fetch = Callable[[], Awaitable[Reply]]
 class Entry:
     """One cached answer.
 
-    `body` is the stored wire without its question (the key holds it) until the first hit
-    builds `reply`; from then on `reply.wire` (aged by `age` seconds) is the only copy, and
-    older ages are derived from it (TTLs only go down). `stored` is the whole second it was
-    stored in and `ttl` how many seconds it is fresh.
+    `body` is the stored wire without its question (the key holds it), with its TTLs as of
+    `age` seconds after it was stored; a hit ages it further (TTLs only go down) and puts
+    the question back. `stored` is the whole second it was stored in and `ttl` how many
+    seconds it is fresh. No Reply object is kept: that would cost memory per entry.
     """
 
-    __slots__ = ("age", "body", "ede", "hits", "judged", "offsets", "reply", "stored", "ttl")
+    __slots__ = ("age", "body", "ede", "hits", "judged", "offsets", "stored", "ttl")
 
     def __init__(self, body: bytes, offsets: tuple[int, ...], ede: tuple[tuple[int, str], ...],
                  stored: int, ttl: int, judged: tuple[str | None, str | None] = (None, None),
                  ) -> None:
-        self.body: bytes | None = body
+        self.body = body
         self.judged = judged  # the policy's (verdict, action) on the answer, for the query log
-        self.reply: Reply | None = None
         self.offsets = offsets
         self.ede = ede
         self.stored = stored
@@ -123,7 +122,7 @@ class Entry:
         self.hits = 0
 
     def rcode(self) -> int:
-        data = self.body if self.body is not None else self.reply.wire  # type: ignore[union-attr]
+        data = self.body
         return data[3] & 0xF
 
 
@@ -268,8 +267,6 @@ class Cache:
             self.hit_second = second
             self.hit_entry = entry
             q.verdict, q.action = entry.judged
-            if age == entry.age and entry.reply is not None:
-                return entry.reply
             return self._aged(key, entry, age)
         self._count_miss()
         return self._expired(key, entry, now)
@@ -290,32 +287,25 @@ class Cache:
         return self._stale_reply(key, entry)  # type: ignore[arg-type]
 
     def _wire(self, key: bytes, entry: Entry) -> bytes:
-        """The entry's current wire: its reply's, or the stored body with the question."""
-        if entry.reply is not None:
-            return entry.reply.wire
+        """The entry's wire: the stored body with the question put back."""
         body = entry.body
-        assert body is not None
         return body[:12] + key[:-KEY_TAIL] + body[12:]
 
     def _aged(self, key: bytes, entry: Entry, age: int) -> Reply:
-        """Builds (and keeps) the reply for *age*: every TTL lowered by the seconds since the
-        wire at hand was current, never below 0."""
-        if entry.reply is not None and age == entry.age:
-            return entry.reply
-        data = self._wire(key, entry)
+        """The reply for *age*: the body's TTLs lowered by the seconds since it was last
+        aged (never below 0; the body keeps them), with the question put back."""
         delta = age - entry.age
         if delta > 0 and entry.offsets:
-            buf = bytearray(data)
+            buf = bytearray(entry.body)
+            shift = len(key) - KEY_TAIL  # offsets count the question, the body lacks it
             unpack, pack = TTL.unpack_from, TTL.pack_into
             for off in entry.offsets:
-                ttl = unpack(buf, off)[0] - delta
-                pack(buf, off, ttl if ttl > 0 else 0)
-            data = bytes(buf)
-        reply = Reply(data, data[3] & 0xF, "cache", entry.ede)
-        entry.reply = reply
-        entry.body = None  # the reply's wire is the only copy from now on
-        entry.age = age
-        return reply
+                ttl = unpack(buf, off - shift)[0] - delta
+                pack(buf, off - shift, ttl if ttl > 0 else 0)
+            entry.body = bytes(buf)
+            entry.age = age
+        data = self._wire(key, entry)
+        return Reply(data, data[3] & 0xF, "cache", entry.ede)
 
     def _expired(self, key: bytes, entry: Entry, now: float) -> Reply | None:
         if not self._servable(entry, now):
