@@ -31,6 +31,17 @@ class Pipeline:
     def __init__(self, holder: RuntimeHolder) -> None:
         self.holder = holder
         self.upstream_inflight = 0
+        self.inflight = 0  # queries in resolve(): folded into the gauge on collection
+        self._inflight_reported = 0
+        metrics.PENDING.flushers.add(self)
+
+    def flush(self) -> None:
+        """Brings forwarder_inflight_queries up to date (called on collection); by the
+        change since the last report, so the gauge sums every pipeline in the process."""
+        change = self.inflight - self._inflight_reported
+        if change:
+            metrics.inflight.inc(change)
+            self._inflight_reported = self.inflight
 
     def fast(self, q: Query) -> Reply | None:
         """Answers from the synchronous stages, or None when `resolve` must run."""
@@ -72,7 +83,7 @@ class Pipeline:
     async def resolve(self, q: Query) -> Reply:
         """Runs the asynchronous stages; the single place where failures become SERVFAIL."""
         rt: Runtime = q.runtime or self.holder.current
-        metrics.inflight.inc()
+        self.inflight += 1
         try:
             return await self._resolve(rt, q)
         except UpstreamError as e:
@@ -89,7 +100,7 @@ class Pipeline:
             metrics.internal_errors.inc()
             return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, "internal error")
         finally:
-            metrics.inflight.dec()
+            self.inflight -= 1
 
     async def _resolve(self, rt: Runtime, q: Query) -> Reply:
         if rt.hooks is not None:
