@@ -12,10 +12,13 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dns.asyncquery
+import dns.exception
 import dns.message
 import dns.rdatatype
 import pytest
@@ -184,3 +187,24 @@ async def scrape(server: Server) -> Samples:
 def sample(samples: Samples, name: str, **labels: str) -> float:
     """One sample's value from a `scrape`, 0 when the series does not exist yet."""
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+async def poll_process(what: Callable[[], Any], proc: asyncio.subprocess.Process, log: Path,
+                       timeout: float = 15.0) -> Any:
+    """Calls *what* (sync or async) until it answers something true, for tests that drive a
+    real `forwarder run` process (whose readiness no event in this process can signal);
+    fails with the process's log if it exits or *timeout* passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.returncode is not None:
+            pytest.fail(f"forwarder exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            result = what()
+            if asyncio.iscoroutine(result):
+                result = await result
+        except (dns.exception.Timeout, OSError):
+            result = None
+        if result:
+            return result
+        await asyncio.sleep(0.05)  # poll interval
+    pytest.fail(f"gave up waiting after {timeout} s:\n{log.read_text()}")

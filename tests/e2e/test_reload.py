@@ -17,7 +17,6 @@ import signal
 import socket
 import struct
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ import yaml
 
 from forwarder import cli, metrics
 from forwarder.server import Server
-from tests.conftest import forwarder_config, query, running
+from tests.conftest import forwarder_config, poll_process, query, running
 from tests.fakes import Delay, FakeUpstream, Received, Response, reply
 
 OLD, NEW = "192.0.2.1", "192.0.2.2"
@@ -292,22 +291,7 @@ async def ask_process(port: int, name: str, transport: str = "udp",
 
 async def poll(what: Callable[[], Any], proc: asyncio.subprocess.Process, log: Path,
                timeout: float = 15.0) -> Any:
-    """Calls *what* (sync or async) until it answers something true; fails with the
-    process log if the process exits or *timeout* passes."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.returncode is not None:
-            pytest.fail(f"forwarder exited with {proc.returncode}:\n{log.read_text()}")
-        try:
-            result = what()
-            if asyncio.iscoroutine(result):
-                result = await result
-        except (dns.exception.Timeout, OSError):
-            result = None
-        if result:
-            return result
-        await asyncio.sleep(0.05)  # poll interval
-    pytest.fail(f"gave up waiting after {timeout} s:\n{log.read_text()}")
+    return await poll_process(what, proc, log, timeout)
 
 
 async def test_process_reloads_on_sighup_and_drains_on_sigterm(

@@ -30,6 +30,7 @@ import yaml
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import poll_process
 from tests.fakes import FakeUpstream
 
 OLD, NEW = "10.0.0.1", "10.0.0.2"
@@ -131,21 +132,9 @@ class Forwarder:
             pytest.fail(f"forwarder exited with {self.proc.returncode}:\n{self.log.read_text()}")
 
     async def poll(self, what: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Calls *what* (sync or async) until it answers something true, or fails with the
-        log when the process exits or *timeout* passes."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.check_running()
-            try:
-                result = what()
-                if asyncio.iscoroutine(result):
-                    result = await result
-            except (dns.exception.Timeout, OSError):
-                result = None
-            if result:
-                return result
-            await asyncio.sleep(0.05)  # poll interval
-        pytest.fail(f"gave up waiting after {timeout} s:\n{self.log.read_text()}")
+        """Calls *what* until it answers something true (see conftest.poll_process)."""
+        assert self.proc is not None
+        return await poll_process(what, self.proc, self.log, timeout)
 
     async def ask(self, name: str, timeout: float = 2.0) -> str:
         """Asks A *name* from a fresh socket (a fresh source port); answers the address."""
