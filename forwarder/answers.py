@@ -306,6 +306,14 @@ def _svc_hints(
     return found
 
 
+def _address(wire: bytes, owner: str, rtype: int, rd: int, end: int, section: int,
+             rr_start: int) -> Address:
+    """The Address of an A/AAAA record whose rdata is wire[rd:end]. Raises ScanError."""
+    if end - rd != (4 if rtype == 1 else 16):
+        raise ScanError(f"bad rdlength {end - rd} for type {rtype} at {rr_start}")
+    return _tuple_new(Address, (owner, rtype, wire[rd:end], section, rr_start, end - rr_start))
+
+
 def scan_response(wire: bytes) -> AnswerScan:
     """Return the question, CNAME chain and addresses of the DNS response *wire*.
 
@@ -353,11 +361,7 @@ def scan_response(wire: bytes) -> AnswerScan:
             hit = memo.get(target)  # only names before this record are memoised: no loop
             owner = hit[0] if hit is not None else _read_name(wire, rr_start, memo, regions)[0]
             if rtype == 1 or rtype == 28:
-                if rdlen != (4 if rtype == 1 else 16):
-                    raise ScanError(f"bad rdlength {rdlen} for type {rtype} at {rr_start}")
-                addresses.append(
-                    _tuple_new(Address, (owner, rtype, wire[rd:pos], 1, rr_start, pos - rr_start))
-                )
+                addresses.append(_address(wire, owner, rtype, rd, pos, 1, rr_start))
             elif rtype == 5:
                 cname, cname_end, _ = _read_name(wire, rd, memo, regions)
                 if cname_end != pos:
@@ -381,12 +385,8 @@ def scan_response(wire: bytes) -> AnswerScan:
             if pos > n:
                 raise ScanError(f"record at offset {rr_start} runs past the end of the message")
             if (rtype == 1 or rtype == 28) and rclass == 1:
-                if rdlen != (4 if rtype == 1 else 16):
-                    raise ScanError(f"bad rdlength {rdlen} for type {rtype} at {rr_start}")
                 owner = _read_name(wire, rr_start, memo, regions)[0]
-                additional.append(
-                    _tuple_new(Address, (owner, rtype, wire[rd:pos], 3, rr_start, pos - rr_start))
-                )
+                additional.append(_address(wire, owner, rtype, rd, pos, 3, rr_start))
     except (IndexError, struct.error):
         raise ScanError("truncated message") from None
     if pos > n:  # only an authority record can still overrun unchecked

@@ -16,7 +16,8 @@ import contextlib
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
 
 from forwarder import cli, privileges
 from forwarder.config.model import Config
@@ -126,8 +127,13 @@ def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None =
         from forwarder import workers
 
         return workers.main(cfg, path, user=user or cfg.user, pid_file=pid_file or cfg.pid_file)
+    return run_to_exit_code(serve(cfg, path, user, pid_file))
+
+
+def run_to_exit_code(process: Coroutine[Any, Any, int]) -> int:
+    """Runs one serving process's coroutine; answers its exit code, 1 on an internal error."""
     try:
-        return cli.run_loop(serve(cfg, path, user, pid_file))
+        return cli.run_loop(process)
     except KeyboardInterrupt:
         return cli.EXIT_OK
     except Exception:
@@ -174,13 +180,7 @@ def run_worker(link: Link, cfg: Config, path: str, user: str | None) -> int:
     """Runs one worker process to its end; answers its exit code."""
     for handler in logging.getLogger().handlers:
         handler.addFilter(_WorkerTag(link.index))
-    try:
-        return cli.run_loop(_serve_worker(link, cfg, path, user))
-    except KeyboardInterrupt:
-        return cli.EXIT_OK
-    except Exception:
-        log.exception("fatal error")
-        return cli.EXIT_FAILURE
+    return run_to_exit_code(_serve_worker(link, cfg, path, user))
 
 
 async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) -> int:

@@ -22,6 +22,8 @@ import ipaddress
 import socket
 from collections.abc import Iterable, Iterator
 
+from forwarder.config import model
+
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -229,19 +231,6 @@ def in_networks(address: str | bytes | IPAddress, networks: NetworkSet) -> bool:
         return False
 
 
-DEFAULT_ALLOWED: NetworkSet = NetworkSet.parse(
-    [
-        "10.0.0.0/8",  # RFC 1918
-        "172.16.0.0/12",  # RFC 1918
-        "192.168.0.0/16",  # RFC 1918
-        "100.64.0.0/10",  # RFC 6598 shared address space
-        "fc00::/7",  # RFC 4193 unique local
-    ]
-)
-
-DEFAULT_PROTECTED_SUFFIXES: tuple[str, ...] = (
-    "amazonaws.com",
-    "amazonaws.com.cn",
-    "api.aws",
-    "api.amazonwebservices.com.cn",
-)
+# the defaults live in the configuration model; these are their compiled forms
+DEFAULT_ALLOWED: NetworkSet = NetworkSet.parse(model.DEFAULT_ALLOWED)
+DEFAULT_PROTECTED_SUFFIXES: tuple[str, ...] = model.DEFAULT_PROTECTED

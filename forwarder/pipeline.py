@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import bisect
 import logging
-import time
 from typing import Any
 
 from forwarder import metrics, wire
@@ -213,7 +212,3 @@ class Accounting:
         """Counts a query that gets no response at all (a rate limit or hook verdict)."""
         rule = q.rule.name if q.rule is not None else "none"
         metrics.queries.labels(q.transport, rule, metrics.qtype_label(q.qtype)).inc()
-
-
-def monotonic() -> float:
-    return time.monotonic()

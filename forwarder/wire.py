@@ -152,37 +152,6 @@ def text_to_name(text: str) -> bytes:
     return bytes(out)
 
 
-def read_name_text(data: bytes, off: int) -> tuple[str, int]:
-    """Answers (name, offset after it) following compression pointers, lower-case, no dot."""
-    labels: list[str] = []
-    end_off = -1
-    jumps = 0
-    end = len(data)
-    while True:
-        if off >= end:
-            raise FormError("name runs past the end of the message")
-        length = data[off]
-        if length == 0:
-            if end_off < 0:
-                end_off = off + 1
-            break
-        if length & 0xC0 == 0xC0:
-            if off + 2 > end:
-                raise FormError("truncated compression pointer")
-            if end_off < 0:
-                end_off = off + 2
-            jumps += 1
-            if jumps > 64:
-                raise FormError("compression pointer loop")
-            off = ((length & 0x3F) << 8) | data[off + 1]
-            continue
-        if length & 0xC0:
-            raise FormError("bad label type")
-        labels.append(data[off + 1 : off + 1 + length].decode("ascii", "backslashreplace"))
-        off += length + 1
-    return ".".join(labels).lower(), end_off
-
-
 # --- queries ---------------------------------------------------------------------------
 
 
@@ -422,19 +391,3 @@ def header_only_reply(data: bytes, rcode: int) -> bytes:
     ident, flags = struct.unpack_from("!HH", data)
     flags = QR | (flags & (OPCODE_MASK | RD)) | rcode
     return HEADER.pack(ident, flags, 0, 0, 0, 0)
-
-
-def min_ttl(data: bytes) -> int | None:
-    """Answers the smallest TTL of the answer and authority records (None if there are none)."""
-    _i, _f, qdcount, ancount, nscount, _ar = HEADER.unpack_from(data)
-    off = 12
-    for _ in range(qdcount):
-        off = skip_name(data, off) + 4
-    low: int | None = None
-    for _ in range(ancount + nscount):
-        off = skip_name(data, off)
-        ttl, rdlen = struct.unpack_from("!IH", data, off + 4)
-        if low is None or ttl < low:
-            low = ttl
-        off += 10 + rdlen
-    return low

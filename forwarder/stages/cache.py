@@ -199,12 +199,6 @@ class Cache:
         self.front: dict[bytes, FrontEntry] = {}
         metrics.PENDING.flushers.add(self)
 
-    def _count_hit(self) -> None:
-        self.hits += 1
-
-    def _count_miss(self) -> None:
-        self.misses += 1
-
     def flush(self) -> None:
         """Folds the hit and miss counts into the metrics (called on collection)."""
         hits, misses, self.hits, self.misses = self.hits, self.misses, 0, 0
@@ -252,7 +246,7 @@ class Cache:
                 return None
         entry = self._entries.get(key)
         if entry is None:
-            self._count_miss()
+            self.misses += 1
             return None
         now = self.clock()
         second = int(now)
@@ -268,7 +262,7 @@ class Cache:
             self.hit_entry = entry
             q.verdict, q.action = entry.judged
             return self._aged(key, entry, age)
-        self._count_miss()
+        self.misses += 1
         return self._expired(key, entry, now)
 
     def stale(self, q: Query) -> Reply | None:
@@ -351,7 +345,7 @@ class Cache:
             # a fresh entry: get() left it for a prefetch, or it arrived since get() missed
             if self._prefetch and self._prefetch_due(key, entry, now):
                 self._start(key, fetch)
-                self._count_hit()
+                self.hits += 1
             return self._aged(key, entry, int(now) - entry.stored)
         pending = self._inflight.get(key)
         stale = entry if entry is not None and self._servable(entry, now) else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from forwarder.config import model
 from forwarder.names import SuffixTable
-from forwarder.stages.acl import in_networks
+from forwarder.stages.acl import Acl
 
 
 class Router:
@@ -15,7 +15,7 @@ class Router:
     a zone without hiding the default). No match at all: None (the query is refused).
     """
 
-    __slots__ = ("_plain", "_table", "client_independent")
+    __slots__ = ("_clients", "_plain", "_table", "client_independent")
 
     def __init__(self, rules: tuple[model.Rule, ...]) -> None:
         by_suffix: dict[str, list[model.Rule]] = {}
@@ -26,6 +26,8 @@ class Router:
         # suffixes whose only rule has no matchers: the common case, one probe per label
         self._plain = all(r.qtypes is None and r.clients is None for r in rules)
         self.client_independent = all(r.clients is None for r in rules)
+        # client matchers answer like the ACL, with its memo of verdicts by address
+        self._clients = {r.index: Acl(r.clients) for r in rules if r.clients is not None}
 
     def route(self, qname: bytes, qtype: int, client: str) -> model.Rule | None:
         if self._plain:
@@ -35,7 +37,7 @@ class Router:
             for rule in candidates:
                 if rule.qtypes is not None and qtype not in rule.qtypes:
                     continue
-                if rule.clients is not None and not in_networks(client, rule.clients):
+                if rule.clients is not None and not self._clients[rule.index].allows(client):
                     continue
                 return rule
         return None

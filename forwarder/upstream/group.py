@@ -28,6 +28,7 @@ class ServerState:
 
     __slots__ = (
         "consecutive_failures",
+        "count_mismatch",
         "group",
         "healthy",
         "host",
@@ -47,9 +48,9 @@ class ServerState:
         self.healthy = True
         self.srtt = 0.0
         self.consecutive_failures = 0
-        self.udp_pool = udp.UdpPool(
-            server.host, server.port,
-            metrics.upstream_errors.labels(group, server.label, "mismatch").inc)
+        # a reply that is not ours (stray, wrong ID or question): counted, never used
+        self.count_mismatch = metrics.upstream_errors.labels(group, server.label, "mismatch").inc
+        self.udp_pool = udp.UdpPool(server.host, server.port, self.count_mismatch)
         # metric children bound once: labels() per query costs more than the exchange
         self.udp_queries = metrics.upstream_queries.labels(group, server.label, "udp")
         self.rtt = metrics.upstream_duration.labels(group, server.label)
@@ -149,39 +150,34 @@ class Group:
         self, server: ServerState, question: bytes, qname: bytes, qtype: int, qclass: int,
         flags: int, do: bool, timeout: float,
     ) -> Reply:
-        ident = secrets.randbits(16)
-        query = wire.upstream_query(ident, flags, question, do)
-        group, label = self.name, server.label
-
-        def mismatch() -> None:
-            metrics.upstream_errors.labels(group, label, "mismatch").inc()
-
         started = time.perf_counter()
         if self.cfg.transport == "tcp":
-            metrics.upstream_queries.labels(group, label, "tcp").inc()
-            data = await self._tcp(server, query, ident, qname, qtype, qclass, timeout, mismatch)
+            data = await self._tcp(server, question, qname, qtype, qclass, flags, do, timeout)
         else:
             server.udp_queries.inc()
+            # ID 0: the pool puts a random ID of its own, not in flight on its socket, there
+            query = wire.upstream_query(0, flags, question, do)
             data = await server.udp_pool.exchange(query, qname, qtype, qclass, timeout,
-                                                  mismatch)
+                                                  server.count_mismatch)
             if data[2] & (wire.TC >> 8):
-                metrics.upstream_errors.labels(group, label, "truncated").inc()
-                ident = secrets.randbits(16)
-                query = wire.upstream_query(ident, flags, question, do)
-                metrics.upstream_queries.labels(group, label, "tcp").inc()
-                data = await self._tcp(server, query, ident, qname, qtype, qclass, timeout,
-                                       mismatch)
+                metrics.upstream_errors.labels(self.name, server.label, "truncated").inc()
+                data = await self._tcp(server, question, qname, qtype, qclass, flags, do,
+                                       timeout)
         rtt = time.perf_counter() - started
         server.rtt.observe(rtt)
         server.srtt = rtt if server.srtt == 0.0 else 0.7 * server.srtt + 0.3 * rtt
         parsed = wire.strip_opt(data)
-        return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=label)
+        return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=server.label)
 
-    async def _tcp(self, server: ServerState, query: bytes, ident: int, qname: bytes, qtype: int,
-                   qclass: int, timeout: float, mismatch: object) -> bytes:
+    async def _tcp(self, server: ServerState, question: bytes, qname: bytes, qtype: int,
+                   qclass: int, flags: int, do: bool, timeout: float) -> bytes:
+        """One framed exchange over a new connection, with a fresh random ID."""
+        ident = secrets.randbits(16)
+        query = wire.upstream_query(ident, flags, question, do)
+        metrics.upstream_queries.labels(self.name, server.label, "tcp").inc()
         try:
             return await tcp.exchange(server.host, server.port, query, ident, qname, qtype,
-                                      qclass, timeout, mismatch)  # type: ignore[arg-type]
+                                      qclass, timeout, server.count_mismatch)
         except OSError:
             metrics.upstream_errors.labels(self.name, server.label, "tcp").inc()
             raise

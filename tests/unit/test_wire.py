@@ -151,15 +151,6 @@ def test_finish_truncates_keeping_question() -> None:
     assert not whole.flags & dns.flags.TC and len(whole.answer[0]) == 5
 
 
-def test_min_ttl_reads_answer_and_authority() -> None:
-    q = dns.message.make_query("a.example", "A")
-    r = dns.message.make_response(q)
-    r.answer.append(dns.rrset.from_text("a.example.", 300, "IN", "A", "192.0.2.1"))
-    r.authority.append(dns.rrset.from_text("example.", 60, "IN", "NS", "ns.example."))
-    assert wire.min_ttl(r.to_wire()) == 60
-    assert wire.min_ttl(dns.message.make_response(q).to_wire()) is None
-
-
 @pytest.mark.parametrize(("text", "expected"), [
     ("Example.COM.", b"\x07example\x03com\x00"), (".", b"\x00"), ("", b"\x00")])
 def test_text_to_name(text: str, expected: bytes) -> None:
