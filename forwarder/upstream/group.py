@@ -20,6 +20,7 @@ log = logging.getLogger("forwarder")
 
 UPSTREAM_ERROR_KINDS = ("timeout", "refused", "servfail", "mismatch", "tcp", "truncated",
                         "network", "malformed")
+MIN_TRY = 0.01  # seconds: timers fire a little early; a try with less left is no try
 FAILOVER_RCODES = (wire.Rcode.SERVFAIL, wire.Rcode.REFUSED)
 
 
@@ -108,7 +109,7 @@ class Group:
         last_reply: Reply | None = None
         for attempt in range(cfg.attempts):
             remaining = deadline - loop.time()
-            if remaining <= 0:
+            if remaining <= MIN_TRY:
                 failures.append("budget spent")
                 break
             server = order[attempt % len(order)]
@@ -141,8 +142,10 @@ class Group:
             return reply
         if last_reply is not None:
             return last_reply
-        code = wire.Ede.NO_REACHABLE_AUTHORITY if timeouts == len(failures) else \
-            wire.Ede.NETWORK_ERROR
+        # silence (timeouts, the budget running out) is "no reachable authority"; only
+        # failures that were all errors the network reported are "network error"
+        code = wire.Ede.NO_REACHABLE_AUTHORITY if timeouts or failures[-1:] == ["budget spent"] \
+            else wire.Ede.NETWORK_ERROR
         raise UpstreamError(code, f"no upstream in group {self.name} answered: "
                                   + "; ".join(failures))
 

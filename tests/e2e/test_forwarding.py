@@ -315,3 +315,17 @@ def test_wire_finish_sets_client_id() -> None:
     out = wire.finish(0xBEEF, wire.RD, b"\x00\x00\x01\x00\x01", False, False, 512, reply_wire,
                       0, None)
     assert struct.unpack_from("!H", out)[0] == 0xBEEF
+
+
+async def test_total_budget_stops_retries(upstream: FakeUpstream, transport: str) -> None:
+    """attempts: 5 but budget 0.35 s with a 0.3 s timeout: the second try gets only what is
+    left of the budget, there is no third, and the EDE says the budget was spent."""
+    upstream.handler = lambda rx: None
+    cfg = forwarder_config({"up": [upstream.addr]})
+    cfg["upstreams"]["up"].update(timeout=0.3, attempts=5, budget=0.35)
+    async with running(cfg) as srv:
+        r = await query(srv, transport, "example.com", use_edns=0)
+    assert r.rcode() == dns.rcode.SERVFAIL
+    (code, text), = ede_of(r)
+    assert code == 22 and "budget spent" in text
+    assert len(upstream.received) == 2
