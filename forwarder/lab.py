@@ -320,6 +320,7 @@ def render(rows: Sequence[Row], out: TextIO) -> None:
 
 def render_policy_counters(out: TextIO) -> None:
     """Prints forwarder_policy_verdicts_total as the lab left it."""
+    metrics.PENDING.flush()
     samples = [s for family in metrics.policy_verdicts.collect() for s in family.samples
                if s.name.endswith("_total") and s.value]
     if not samples:

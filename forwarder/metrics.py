@@ -16,6 +16,7 @@ every worker sees the server up or the canary passing), the maximum for the last
 
 from __future__ import annotations
 
+import bisect
 import platform
 import warnings
 import weakref
@@ -204,3 +205,26 @@ def observe_many(child: Any, buckets: list[int], total: float) -> None:
         if count:
             value.inc(count)
     summed.inc(total)
+
+
+class HistogramCounts:
+    """Observations for one histogram child, kept as plain counts on the query path and
+    added to the child by `flush` (an owner's flush, on collection): an observe() takes a
+    lock and walks the buckets, this is one bisect and two additions."""
+
+    __slots__ = ("buckets", "child", "total")
+
+    def __init__(self, child: Any) -> None:
+        self.child = child
+        self.buckets = [0] * (len(TIME_BUCKETS) + 1)  # the last one is +Inf
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(TIME_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def flush(self) -> None:
+        if self.total or any(self.buckets):
+            buckets, total = self.buckets, self.total
+            self.buckets, self.total = [0] * len(buckets), 0.0
+            observe_many(self.child, buckets, total)

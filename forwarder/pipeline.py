@@ -9,15 +9,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import logging
-from typing import Any
+from collections.abc import Coroutine
+from typing import Any, Protocol
 
 from forwarder import metrics, wire
 from forwarder.config.model import RuleAction
 from forwarder.errors import HookError, UpstreamError
 from forwarder.query import Query, Reply, error_reply
 from forwarder.runtime import Runtime, RuntimeHolder
+from forwarder.upstream.group import Attempts, Group
 
 log = logging.getLogger("forwarder")
 
@@ -85,21 +88,54 @@ class Pipeline:
         self.inflight += 1
         try:
             return await self._resolve(rt, q)
-        except UpstreamError as e:
+        except Exception as e:
+            return self._failure(rt, q, e)
+        finally:
+            self.inflight -= 1
+
+    def _failure(self, rt: Runtime, q: Query, error: Exception) -> Reply:
+        """The reply for a query whose resolution raised *error*."""
+        if isinstance(error, UpstreamError):
             stale = rt.cache.stale(q) if rt.cache is not None else None
             if stale is not None:
                 return stale
-            q.note(f"upstream failed: {e.text}")
-            return error_reply(q, wire.Rcode.SERVFAIL, e.ede_code, e.text)
-        except HookError as e:
-            metrics.hook_errors.labels(e.hook, e.kind).inc()
-            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, e.text, by="hook")
-        except Exception:
-            log.exception("internal error on %s %s", q.name, q.type_name)
-            metrics.internal_errors.inc()
-            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, "internal error")
-        finally:
-            self.inflight -= 1
+            q.note(f"upstream failed: {error.text}")
+            return error_reply(q, wire.Rcode.SERVFAIL, error.ede_code, error.text)
+        if isinstance(error, HookError):
+            metrics.hook_errors.labels(error.hook, error.kind).inc()
+            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, error.text, by="hook")
+        log.error("internal error on %s %s", q.name, q.type_name, exc_info=error)
+        metrics.internal_errors.inc()
+        return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER, "internal error")
+
+    def forward(self, q: Query, client: Client) -> bool:
+        """Starts resolving a query `fast` left unanswered without a task of its own, when
+        nothing on its way needs one: no hooks, not explaining, a UDP upstream group and
+        a cache miss no identical query is fetching already. The upstream's first reply
+        is judged, stored and answered from the socket's reader callback; anything else
+        (a failed try, a policy action) goes on in a task from where it stands. *client*
+        gets exactly one `reply`. Answers False, having done nothing, when `resolve` must
+        run instead."""
+        rt: Runtime = q.runtime
+        rule = q.rule
+        if rt.hooks is not None or q.trace is not None or rule is None or rule.upstream is None:
+            return False
+        cache = rt.cache
+        key = q.key
+        if cache is not None and (key is None or cache.fetching(key)):
+            return False
+        if self.upstream_inflight >= rt.config.limits.max_inflight:
+            return False  # resolve() answers the overload
+        group = rt.groups[rule.upstream]
+        miss = _Miss(self, q, client, group)
+        if not group.start(q, miss.replied):
+            return False
+        if cache is not None:
+            miss.pending = cache.begin(key)  # type: ignore[arg-type]
+        q.group = rule.upstream
+        self.inflight += 1
+        self.upstream_inflight += 1
+        return True
 
     async def _resolve(self, rt: Runtime, q: Query) -> Reply:
         if rt.hooks is not None:
@@ -130,28 +166,110 @@ class Pipeline:
             reply = await rt.hooks.on_response(q, reply)
         return reply
 
-    async def _fetch(self, rt: Runtime, q: Query, store: bool = True) -> Reply:
-        """Asks the upstream group and applies the rule's answer policy (and caches it)."""
+    async def _fetch(self, rt: Runtime, q: Query, store: bool = True,
+                     state: Attempts | None = None) -> Reply:
+        """Asks the upstream group and applies the rule's answer policy (and caches it).
+        With *state*, the tries `forward` began go on (it holds an upstream slot already)."""
         rule = q.rule  # None only for a query a hook rerouted
         q.group = q.group or (rule.upstream if rule is not None else None)
         group = rt.groups[q.group]  # type: ignore[index]
-        if self.upstream_inflight >= rt.config.limits.max_inflight:
-            metrics.dropped.labels("inflight_limit").inc()
-            return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER,
-                               "forwarder overloaded: too many upstream queries in flight")
-        self.upstream_inflight += 1
+        if state is None:
+            if self.upstream_inflight >= rt.config.limits.max_inflight:
+                metrics.dropped.labels("inflight_limit").inc()
+                return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER,
+                                   "forwarder overloaded: too many upstream queries in flight")
+            self.upstream_inflight += 1
         try:
-            reply = await group.exchange(q)
+            reply = await group.exchange(q, state)
         finally:
             self.upstream_inflight -= 1
+        judged = self._judge(rt, q, reply, group)
+        if not isinstance(judged, Reply):
+            judged = await rt.policies[rule.policy].enforce(q, judged, group, rt)  # type: ignore[union-attr]
+        if rt.cache is not None and store:
+            rt.cache.put(q, judged)
+        return judged
+
+    @staticmethod
+    def _judge(rt: Runtime, q: Query, reply: Reply, group: Group) -> Reply | Any:
+        """Records the upstream *reply* on *q* and judges it by the rule's answer policy:
+        the reply for the client, or a violation the policy must `enforce`."""
         q.server = reply.server
         q.upstream_rcode = reply.rcode
         q.upstream_reply = reply
-        if rule is not None and rule.policy is not None:
-            reply = await rt.policies[rule.policy].apply(q, reply, group, rt)
-        if rt.cache is not None and store:
-            rt.cache.put(q, reply)
-        return reply
+        rule = q.rule
+        if rule is None or rule.policy is None:
+            return reply
+        return rt.policies[rule.policy].decide(q, reply, group.name)
+
+
+class Client(Protocol):
+    """Where `Pipeline.forward` delivers: the listener the query came in on."""
+
+    def reply(self, q: Query, reply: Reply) -> None: ...
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
+
+
+class _Miss:
+    """A query `Pipeline.forward` resolves without a task: the upstream group calls
+    `replied` with its first try's outcome."""
+
+    __slots__ = ("client", "group", "pending", "pipeline", "q")
+
+    def __init__(self, pipeline: Pipeline, q: Query, client: Client, group: Group) -> None:
+        self.pipeline = pipeline
+        self.q = q
+        self.client = client
+        self.group = group
+        self.pending: Any = None  # the cache's in-flight mark for the key (stages.cache)
+
+    def replied(self, reply: Reply | None, state: Attempts) -> None:
+        if reply is None:  # the first try failed: the other tries go on in a task
+            self.client.spawn(self._finish(state=state))
+            return
+        pipeline, q = self.pipeline, self.q
+        pipeline.upstream_inflight -= 1
+        rt: Runtime = q.runtime
+        try:
+            judged = pipeline._judge(rt, q, reply, self.group)
+            if not isinstance(judged, Reply):  # a policy action: rewrite, fallback, ...
+                self.client.spawn(self._finish(violation=judged))
+                return
+            if rt.cache is not None:
+                rt.cache.put(q, judged)
+        except Exception as e:
+            self._done(pipeline._failure(rt, q, e), e)
+            return
+        self._done(judged)
+
+    async def _finish(self, state: Attempts | None = None, violation: Any = None) -> None:
+        pipeline, q = self.pipeline, self.q
+        rt: Runtime = q.runtime
+        try:
+            if violation is None:
+                reply = await pipeline._fetch(rt, q, state=state)
+            else:
+                reply = await rt.policies[q.rule.policy].enforce(  # type: ignore[union-attr]
+                    q, violation, self.group, rt)
+                if rt.cache is not None:
+                    rt.cache.put(q, reply)
+        except asyncio.CancelledError:
+            if self.pending is not None:
+                rt.cache.abandon(q.key, self.pending)
+            pipeline.inflight -= 1
+            raise
+        except Exception as e:
+            self._done(pipeline._failure(rt, q, e), e)
+            return
+        self._done(reply)
+
+    def _done(self, reply: Reply, error: Exception | None = None) -> None:
+        q = self.q
+        if self.pending is not None:
+            q.runtime.cache.settle(q.key, self.pending, None if error else reply, error)
+        self.pipeline.inflight -= 1
+        self.client.reply(q, reply)
 
 
 def _rerouted_off_rule(q: Query) -> bool:

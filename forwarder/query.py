@@ -42,6 +42,7 @@ class Query:
     action: str | None = None  # what the policy did about it: "rewrite", "servfail", ...
     tags: dict[str, str] | None = None  # set by hooks (ctx.tag) for the query log
     upstream_reply: Reply | None = None  # the upstream's answer before the policy (explain, lab)
+    key: bytes | None = None  # the cache key, when a lookup found no entry for it
 
     @classmethod
     def from_wire(

@@ -23,6 +23,11 @@ class LocalZone(Protocol):
 class AnswerPolicy(Protocol):
     async def apply(self, q: Query, reply: Reply, group: Group, runtime: Runtime) -> Reply: ...
 
+    def decide(self, q: Query, reply: Reply, group: str) -> Any: ...
+
+    async def enforce(self, q: Query, violation: Any, group: Group,
+                      runtime: Runtime) -> Reply: ...
+
 
 @dataclass(eq=False)
 class Runtime:

@@ -12,6 +12,8 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from forwarder import metrics
 from forwarder.config.model import Listener
@@ -53,6 +55,8 @@ class UdpListener:
         self.pipeline = pipeline
         self.accounting = accounting
         self.tasks: set[asyncio.Task[None]] = set()
+        self.forwarding = 0  # queries Pipeline.forward is resolving without a task
+        self._idle: asyncio.Future[None] | None = None  # drain() waits on it for those
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
@@ -70,8 +74,12 @@ class UdpListener:
 
     async def drain(self) -> None:
         """Waits for the queries already being resolved."""
-        if self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        while self.tasks or self.forwarding:
+            if self.forwarding:
+                self._idle = asyncio.get_running_loop().create_future()
+                await self._idle
+            if self.tasks:
+                await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     def close(self) -> None:
         self.stop_reading()
@@ -144,18 +152,32 @@ class UdpListener:
             return
         reply = self.pipeline.fast(q)
         if reply is None:
+            if self.pipeline.forward(q, self):
+                self.forwarding += 1
+                return
             # queries waiting on an identical one in flight hold no upstream slot, so the
             # pipeline's max_inflight does not bound them: this does (shed load, never queue)
             if len(self.tasks) >= max(2 * q.runtime.config.limits.max_inflight, 1024):
                 metrics.dropped.labels("udp_inflight_limit").inc()
                 return
-            task = asyncio.ensure_future(self._resolve(q))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self.spawn(self._resolve(q))
         elif reply is not DROP:
             self._answer(q, reply)
         else:
             self.accounting.dropped(q)
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs *work* (the rest of a query's resolution) as a task drain() waits for."""
+        task = asyncio.ensure_future(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def reply(self, q: Query, reply: Reply) -> None:
+        """Answers a query Pipeline.forward resolved."""
+        self.forwarding -= 1
+        self._answer(q, reply)
+        if not self.forwarding and self._idle is not None and not self._idle.done():
+            self._idle.set_result(None)
 
     async def _resolve(self, q: Query) -> None:
         reply = await self.pipeline.resolve(q)

@@ -163,13 +163,20 @@ class _OwnerGone(Exception):
 
 class _Fetch:
     """An upstream fetch in flight for one key, and how many queries wait on it: a task of
-    its own, or the future a query fetching in its own task publishes to."""
+    its own, or (for a query fetching for itself) a future made when the first identical
+    query comes to wait, which the fetching query settles."""
 
     __slots__ = ("task", "waiters")
 
-    def __init__(self, task: asyncio.Future[Reply]) -> None:
+    def __init__(self, task: asyncio.Future[Reply] | None) -> None:
         self.task = task
         self.waiters = 0
+
+    def future(self) -> asyncio.Future[Reply]:
+        """What waiters await."""
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_future()
+        return self.task
 
 
 class Cache:
@@ -247,6 +254,7 @@ class Cache:
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1
+            q.key = key
             return None
         now = self.clock()
         second = int(now)
@@ -263,7 +271,10 @@ class Cache:
             q.verdict, q.action = entry.judged
             return self._aged(key, entry, age)
         self.misses += 1
-        return self._expired(key, entry, now)
+        reply = self._expired(key, entry, now)
+        if reply is None and key not in self._entries:
+            q.key = key
+        return reply
 
     def stale(self, q: Query) -> Reply | None:
         """Answers what may be served when the upstreams failed for *q*: a fresh entry (one
@@ -355,7 +366,7 @@ class Cache:
             pending = self._start(key, fetch)
         else:
             metrics.cache_coalesced.inc()
-        task = pending.task
+        task = pending.future()
         pending.waiters += 1
         try:
             if stale is not None:
@@ -377,23 +388,45 @@ class Cache:
         """Fetches in the asking query's own task (no task of its own: the common miss),
         publishing the result for identical queries that arrive meanwhile. A background
         task is only needed when a stale answer may have to be served while it runs."""
-        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
-        pending = _Fetch(future)
-        self._inflight[key] = pending
-        future.add_done_callback(functools.partial(self._fetched, key, pending))
+        pending = self.begin(key)
         try:
             reply = await fetch()
         except asyncio.CancelledError:
-            if not future.done():  # close() may have cancelled it already
-                future.set_exception(_OwnerGone())
+            self.settle(key, pending, error=_OwnerGone())
             raise
         except BaseException as e:
-            if not future.done():
-                future.set_exception(e)
+            self.settle(key, pending, error=e)
             raise
-        if not future.done():
-            future.set_result(reply)
+        self.settle(key, pending, reply)
         return reply
+
+    def fetching(self, key: bytes) -> bool:
+        """Answers whether a fetch for *key* is in flight (a query would wait on it)."""
+        return key in self._inflight
+
+    def abandon(self, key: bytes, pending: _Fetch) -> None:
+        """Ends a fetch `begin` marked whose query was cancelled: its waiters fetch again."""
+        self.settle(key, pending, error=_OwnerGone())
+
+    def begin(self, key: bytes) -> _Fetch:
+        """Marks *key* as being fetched by the asking query itself, which calls `settle`
+        once it has the reply (or failed); identical queries wait for that meanwhile.
+        The caller checks that no fetch for *key* is in flight."""
+        pending = self._inflight[key] = _Fetch(None)
+        return pending
+
+    def settle(self, key: bytes, pending: _Fetch, reply: Reply | None = None,
+               error: BaseException | None = None) -> None:
+        """Ends a fetch `begin` marked: gives its outcome to the queries waiting on it."""
+        future = pending.task
+        if future is not None and not future.done():
+            if error is None:
+                future.set_result(reply)  # type: ignore[arg-type]
+            else:
+                future.set_exception(error)
+                if not pending.waiters:
+                    future.exception()  # retrieved: nobody waits any more
+        self._ended(key, pending, reply, error)
 
     def _start(self, key: bytes, fetch: Fetch) -> _Fetch:
         task = asyncio.ensure_future(fetch())
@@ -403,18 +436,27 @@ class Cache:
         return pending
 
     def _fetched(self, key: bytes, pending: _Fetch, task: asyncio.Future[Reply]) -> None:
-        if self._inflight.get(key) is pending:
-            del self._inflight[key]
+        """Done callback of a background fetch (`_start`)."""
         if task.cancelled():
+            if self._inflight.get(key) is pending:
+                del self._inflight[key]
             return
         exc = task.exception()  # also marks it retrieved when nobody waits any more
-        if isinstance(exc, _OwnerGone):
-            return
-        if exc is not None and not isinstance(exc, UpstreamError) and pending.waiters == 0:
+        if exc is not None and not isinstance(exc, (UpstreamError, _OwnerGone)) \
+                and pending.waiters == 0:
             log.error("background cache refresh failed", exc_info=exc)
-        if exc is None:
-            result = task.result()
-            failed = result.rcode == SERVFAIL and result.answered_by != "policy"
+        self._ended(key, pending, task.result() if exc is None else None, exc)
+
+    def _ended(self, key: bytes, pending: _Fetch, reply: Reply | None,
+               error: BaseException | None) -> None:
+        """A fetch is over: no longer in flight, and a failed refresh of an entry that can
+        be served stale answers stale for a while (RFC 8767's failure recheck)."""
+        if self._inflight.get(key) is pending:
+            del self._inflight[key]
+        if isinstance(error, _OwnerGone):
+            return
+        if error is None:
+            failed = reply.rcode == SERVFAIL and reply.answered_by != "policy"  # type: ignore[union-attr]
         else:
             failed = True
         if failed and self.settings.serve_stale and not self.closed:
@@ -435,7 +477,7 @@ class Cache:
     async def wait_idle(self) -> None:
         """Waits until no fetch (for queries or a background refresh) is in flight."""
         while self._inflight:
-            tasks = [p.task for p in self._inflight.values()]
+            tasks = [p.future() for p in self._inflight.values()]
             await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- storing -------------------------------------------------------------------------
@@ -543,8 +585,8 @@ class Cache:
             return
         self.closed = True
         for pending in list(self._inflight.values()):
-            if pending.waiters == 0:
-                pending.task.cancel()
+            if pending.waiters == 0 and isinstance(pending.task, asyncio.Task):
+                pending.task.cancel()  # a background refresh (a query's own fetch goes on)
         metrics.cache_entries.dec(len(self._entries))
         self._entries.clear()
         self._recheck.clear()

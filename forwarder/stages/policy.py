@@ -49,7 +49,7 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from forwarder import answers, message, metrics, netsets, wire
 from forwarder.config import model
@@ -113,12 +113,29 @@ class AnswerPolicy:
                 self._wildcards[key[2:]] = (key, target)
             else:
                 self._exact[key] = (key, target)
-        self._counters: dict[tuple[str, str], Any] = {}
+        self._counts: dict[tuple[str, str], int] = {}  # verdicts not yet in the metric
+        metrics.PENDING.flushers.add(self)
 
     # --- judging ---------------------------------------------------------------------------
 
     async def apply(self, q: Query, reply: Reply, group: Group, rt: Runtime) -> Reply:
         """Answers the reply the client gets for the upstream *reply* that *group* sent."""
+        decided = self.decide(q, reply, group.name)
+        if isinstance(decided, Reply):
+            return decided
+        return await self.enforce(q, decided, group, rt)
+
+    async def enforce(self, q: Query, violation: tuple[_Case, str], group: Group,
+                      rt: Runtime) -> Reply:
+        """Carries out `on_violation` on a violation `decide` found."""
+        case, why = violation
+        outcome = await self._act(q, case, self.cfg.on_violation, why, group, rt)
+        self._record(q, case, outcome.action)
+        return outcome.reply
+
+    def decide(self, q: Query, reply: Reply, group: str) -> Reply | tuple[_Case, str]:
+        """Judges *reply* and answers what the client gets, unless an action must be carried
+        out (a violation in enforce mode): then the case and why, for `apply`."""
         tokens = self._tokens
         if tokens is not None:
             # Every label of every name in a message appears uncompressed somewhere in it,
@@ -135,7 +152,7 @@ class AnswerPolicy:
         try:
             scan = answers.scan_response(reply.wire)
         except answers.ScanError as e:
-            return self._unreadable(q, reply, group.name, str(e))
+            return self._unreadable(q, reply, group, str(e))
         judgement = answers.judge(scan, self.protected, self.allowed)
         if judgement.protected_name is None:
             q.verdict = "not_protected"
@@ -154,17 +171,14 @@ class AnswerPolicy:
                 return reply
             return self._without_additional(q, reply, scan)
         q.verdict = "violation"
-        case = _Case(reply, scan, judgement, group.name)
+        case = _Case(reply, scan, judgement, group)
         why = self._violation_text(q, case)
-        action = self.cfg.on_violation
         if self.monitor_only:
-            q.note(f"policy {self.name}: {why}; would {action.value} (mode monitor): "
-                   "answer passed unchanged")
-            self._record(q, case, action.value)
+            q.note(f"policy {self.name}: {why}; would {self.cfg.on_violation.value} "
+                   "(mode monitor): answer passed unchanged")
+            self._record(q, case, self.cfg.on_violation.value)
             return reply
-        outcome = await self._act(q, case, action, why, group, rt)
-        self._record(q, case, outcome.action)
-        return outcome.reply
+        return case, why
 
     def _unreadable(self, q: Query, reply: Reply, group: str, error: str) -> Reply:
         """An answer that cannot be walked cannot be shown safe: SERVFAIL (enforce mode)."""
@@ -433,12 +447,15 @@ class AnswerPolicy:
                    "action": action})
 
     def _count(self, q: Query, action: str) -> None:
-        rule = _rule_name(q)
-        child = self._counters.get((rule, action))
-        if child is None:
-            child = metrics.policy_verdicts.labels(self.name, rule, action, self.mode)
-            self._counters[(rule, action)] = child
-        child.inc()
+        key = (_rule_name(q), action)
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + 1
+
+    def flush(self) -> None:
+        """Folds the verdicts counted since the last flush into the metric (on collection)."""
+        counts, self._counts = self._counts, {}
+        for (rule, action), n in counts.items():
+            metrics.policy_verdicts.labels(self.name, rule, action, self.mode).inc(n)
 
 
 # --- building blocks -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import secrets
 import time
+from collections.abc import Callable
 
 from forwarder import metrics, wire
 from forwarder.config import model
@@ -28,6 +29,7 @@ class ServerState:
     """One upstream server of a group: its address, health and smoothed RTT."""
 
     __slots__ = (
+        "__weakref__",
         "consecutive_failures",
         "count_mismatch",
         "group",
@@ -39,6 +41,7 @@ class ServerState:
         "srtt",
         "udp_pool",
         "udp_queries",
+        "udp_sent",
     )
 
     def __init__(self, group: str, server: model.Server) -> None:
@@ -52,14 +55,30 @@ class ServerState:
         # a reply that is not ours (stray, wrong ID or question): counted, never used
         self.count_mismatch = metrics.upstream_errors.labels(group, server.label, "mismatch").inc
         self.udp_pool = udp.UdpPool(server.host, server.port, self.count_mismatch)
-        # metric children bound once: labels() per query costs more than the exchange
+        # per-query counts in plain numbers, folded into the metrics on collection
+        self.udp_sent = 0
         self.udp_queries = metrics.upstream_queries.labels(group, server.label, "udp")
-        self.rtt = metrics.upstream_duration.labels(group, server.label)
+        self.rtt = metrics.HistogramCounts(metrics.upstream_duration.labels(group, server.label))
+        metrics.PENDING.flushers.add(self)
+
+    def flush(self) -> None:
+        """Folds the UDP query count and round-trip times into the metrics."""
+        sent, self.udp_sent = self.udp_sent, 0
+        if sent:
+            self.udp_queries.inc(sent)
+        self.rtt.flush()
+
+    def answered(self, started: float) -> None:
+        """Records the round-trip time of an exchange that began at perf_counter *started*."""
+        rtt = time.perf_counter() - started
+        self.rtt.observe(rtt)
+        self.srtt = rtt if self.srtt == 0.0 else 0.7 * self.srtt + 0.3 * rtt
 
     def close(self) -> None:
         """Closes the server's upstream sockets and forgets its metric series (a reload
         dropped it, or the process is stopping)."""
         self.udp_pool.close()
+        metrics.PENDING.flushers.discard(self)
         series = [(metrics.upstream_queries, (t,)) for t in ("udp", "tcp")]
         series += [(metrics.upstream_errors, (k,)) for k in UPSTREAM_ERROR_KINDS]
         series += [(metrics.upstream_health_checks, (r,)) for r in ("success", "failure")]
@@ -76,6 +95,24 @@ class ServerState:
         metrics.upstream_healthy.labels(self.group, self.label).set(1 if healthy else 0)
 
 
+class Attempts:
+    """Where one question stands with a group: its deadline, the server order, the tries
+    made and why they failed. `Group.start` makes the first try from a reader callback;
+    `Group.ask` makes the rest (or all of them)."""
+
+    __slots__ = ("attempt", "deadline", "failures", "last_reply", "order", "timeouts",
+                 "truncated")
+
+    def __init__(self, deadline: float, order: list[ServerState]) -> None:
+        self.deadline = deadline
+        self.order = order
+        self.attempt = 0  # the next try
+        self.failures: list[str] = []
+        self.timeouts = 0
+        self.last_reply: Reply | None = None  # a SERVFAIL or REFUSED, passed on if all fail
+        self.truncated: ServerState | None = None  # sent TC over UDP: ask it over TCP next
+
+
 class Group:
     """Exchanges queries with the servers of one configured upstream group."""
 
@@ -88,76 +125,129 @@ class Group:
         for s in self.servers:
             metrics.upstream_healthy.labels(self.name, s.label).set(1 if s.healthy else 0)
 
-    async def exchange(self, q: Query) -> Reply:
-        """Answers the upstream reply to *q* (OPT removed). Raises UpstreamError."""
-        return await self.ask(q.question, q.qname, q.qtype, q.qclass, q.flags, q.do, q)
-
-    async def ask(
-        self, question: bytes, qname: bytes, qtype: int, qclass: int, flags: int = wire.RD,
-        do: bool = False, q: Query | None = None,
-    ) -> Reply:
-        """Asks the group one question. Raises UpstreamError when every try failed."""
-        cfg = self.cfg
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + cfg.budget
+    def attempts(self, loop: asyncio.AbstractEventLoop) -> Attempts:
+        """A fresh question's state: the budget starts now, servers in selection order."""
         # with active checks a down server is skipped (a probe brings it back); without them
         # it is only moved last, so that a reply to a real query can bring it back
         order = selection.healthy_first(self.selection.order(self.servers),
                                         skip_down=self.actively_checked)
-        failures: list[str] = []
-        timeouts = 0
-        last_reply: Reply | None = None
-        for attempt in range(cfg.attempts):
-            remaining = deadline - loop.time()
-            if remaining <= MIN_TRY:
-                failures.append("budget spent")
+        return Attempts(loop.time() + self.cfg.budget, order)
+
+    async def exchange(self, q: Query, state: Attempts | None = None) -> Reply:
+        """Answers the upstream reply to *q* (OPT removed). Raises UpstreamError."""
+        return await self.ask(q.question, q.qname, q.qtype, q.qclass, q.flags, q.do, q, state)
+
+    async def ask(
+        self, question: bytes, qname: bytes, qtype: int, qclass: int, flags: int = wire.RD,
+        do: bool = False, q: Query | None = None, state: Attempts | None = None,
+    ) -> Reply:
+        """Asks the group one question, going on from *state* when tries were made already.
+        Raises UpstreamError when every try failed."""
+        cfg = self.cfg
+        loop = asyncio.get_running_loop()
+        if state is None:
+            state = self.attempts(loop)
+        order = state.order
+        while True:
+            over_tcp = state.truncated is not None
+            if state.truncated is not None:  # the same try goes on over TCP
+                server, state.truncated = state.truncated, None
+            elif state.attempt < cfg.attempts:
+                server = order[state.attempt % len(order)]
+                state.attempt += 1
+            else:
                 break
-            server = order[attempt % len(order)]
+            remaining = state.deadline - loop.time()
+            if remaining <= MIN_TRY:
+                state.failures.append("budget spent")
+                break
             if q is not None and q.trace is not None:
-                q.note(f"ask {server.label} in group {self.name} (try {attempt + 1})")
+                q.note(f"ask {server.label} in group {self.name} (try {state.attempt})")
             try:
                 reply = await self._try(server, question, qname, qtype, qclass, flags, do,
-                                        min(cfg.timeout, remaining))
-            except TimeoutError:
-                timeouts += 1
-                failures.append(f"{server.label} timed out")
-                self._failed(server, "timeout")
+                                        min(cfg.timeout, remaining), over_tcp)
+            except (TimeoutError, FormError, OSError) as e:
+                self.failed(state, server, e)
                 continue
-            except FormError as e:
-                # the server answered: counted as an error, but not towards marking it down
-                failures.append(f"{server.label} sent a malformed reply ({e})")
-                metrics.upstream_errors.labels(self.name, server.label, "malformed").inc()
-                continue
-            except OSError as e:
-                failures.append(f"{server.label}: {e.strerror or e.__class__.__name__}")
-                self._failed(server, "network")
-                continue
-            self._answered(server)
-            if reply.rcode in FAILOVER_RCODES:
-                kind = "servfail" if reply.rcode == wire.Rcode.SERVFAIL else "refused"
-                metrics.upstream_errors.labels(self.name, server.label, kind).inc()
-                failures.append(f"{server.label} answered {kind.upper()}")
-                last_reply = reply
-                continue
-            return reply
-        if last_reply is not None:
-            return last_reply
+            if self.answered(state, server, reply):
+                return reply
+        return self.outcome(state)
+
+    def start(self, q: Query, on_reply: Callable[[Reply | None, Attempts], None]) -> bool:
+        """Makes the first try for *q* over UDP without a task: *on_reply* is called from
+        the socket's reader callback with the reply, or with None when that try failed
+        (the state says why; `exchange(q, state)` goes on). Answers False, having done
+        nothing, when the group does not ask over UDP or there is no time for a try."""
+        cfg = self.cfg
+        if cfg.transport == "tcp" or cfg.attempts < 1:
+            return False
+        loop = asyncio.get_running_loop()
+        state = self.attempts(loop)
+        timeout = min(cfg.timeout, cfg.budget)
+        if timeout <= MIN_TRY:
+            return False
+        server = state.order[0]
+        state.attempt = 1
+        server.udp_sent += 1
+        waiter = _FirstTry(self, server, q, state, on_reply)
+        query = wire.upstream_query(0, q.flags, q.question, q.do)
+        try:
+            server.udp_pool.send(waiter, query, timeout)
+        except OSError as e:
+            # reported as the pool reports failures: from the loop, never from this call
+            loop.call_soon(waiter.failed, e)
+        return True
+
+    def failed(self, state: Attempts, server: ServerState, error: BaseException) -> None:
+        """Records a try that brought no reply (TimeoutError, OSError) or an unreadable one
+        (FormError)."""
+        if isinstance(error, TimeoutError):
+            state.timeouts += 1
+            state.failures.append(f"{server.label} timed out")
+            self._failed(server, "timeout")
+        elif isinstance(error, FormError):
+            # the server answered: counted as an error, but not towards marking it down
+            state.failures.append(f"{server.label} sent a malformed reply ({error})")
+            metrics.upstream_errors.labels(self.name, server.label, "malformed").inc()
+        else:
+            assert isinstance(error, OSError)
+            state.failures.append(f"{server.label}: {error.strerror or error.__class__.__name__}")
+            self._failed(server, "network")
+
+    def answered(self, state: Attempts, server: ServerState, reply: Reply) -> bool:
+        """Records a reply; answers True when it is the one to use (not a SERVFAIL or
+        REFUSED, after which the next server is tried)."""
+        self._answered(server)
+        if reply.rcode in FAILOVER_RCODES:
+            kind = "servfail" if reply.rcode == wire.Rcode.SERVFAIL else "refused"
+            metrics.upstream_errors.labels(self.name, server.label, kind).inc()
+            state.failures.append(f"{server.label} answered {kind.upper()}")
+            state.last_reply = reply
+            return False
+        return True
+
+    def outcome(self, state: Attempts) -> Reply:
+        """What is left when no try gave a usable reply: the last SERVFAIL or REFUSED, or
+        UpstreamError."""
+        if state.last_reply is not None:
+            return state.last_reply
+        failures = state.failures
         # silence (timeouts, the budget running out) is "no reachable authority"; only
         # failures that were all errors the network reported are "network error"
-        code = wire.Ede.NO_REACHABLE_AUTHORITY if timeouts or failures[-1:] == ["budget spent"] \
-            else wire.Ede.NETWORK_ERROR
+        code = wire.Ede.NO_REACHABLE_AUTHORITY \
+            if state.timeouts or failures[-1:] == ["budget spent"] else wire.Ede.NETWORK_ERROR
         raise UpstreamError(code, f"no upstream in group {self.name} answered: "
                                   + "; ".join(failures))
 
     async def _try(
         self, server: ServerState, question: bytes, qname: bytes, qtype: int, qclass: int,
-        flags: int, do: bool, timeout: float,
+        flags: int, do: bool, timeout: float, over_tcp: bool = False,
     ) -> Reply:
         started = time.perf_counter()
-        if self.cfg.transport == "tcp":
+        if over_tcp or self.cfg.transport == "tcp":
             data = await self._tcp(server, question, qname, qtype, qclass, flags, do, timeout)
         else:
-            server.udp_queries.inc()
+            server.udp_sent += 1
             # ID 0: the pool puts a random ID of its own, not in flight on its socket, there
             query = wire.upstream_query(0, flags, question, do)
             data = await server.udp_pool.exchange(query, qname, qtype, qclass, timeout,
@@ -166,11 +256,8 @@ class Group:
                 metrics.upstream_errors.labels(self.name, server.label, "truncated").inc()
                 data = await self._tcp(server, question, qname, qtype, qclass, flags, do,
                                        timeout)
-        rtt = time.perf_counter() - started
-        server.rtt.observe(rtt)
-        server.srtt = rtt if server.srtt == 0.0 else 0.7 * server.srtt + 0.3 * rtt
-        parsed = wire.strip_opt(data)
-        return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=server.label)
+        server.answered(started)
+        return reply_of(data, server)
 
     async def _tcp(self, server: ServerState, question: bytes, qname: bytes, qtype: int,
                    qclass: int, flags: int, do: bool, timeout: float) -> bytes:
@@ -198,3 +285,45 @@ class Group:
         server.consecutive_failures += 1
         if server.consecutive_failures >= self.cfg.health.max_failures and server.healthy:
             server.set_healthy(False)
+
+
+def reply_of(data: bytes, server: ServerState) -> Reply:
+    """The Reply for an upstream's response (OPT removed). Raises FormError."""
+    parsed = wire.strip_opt(data)
+    return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=server.label)
+
+
+class _FirstTry(udp.Waiter):
+    """The first UDP try of `Group.start`: hands a usable reply, or None, to its callback.
+    A truncated reply goes on to `Group.exchange`, which asks the same server over TCP."""
+
+    __slots__ = ("group", "on_reply", "server", "started", "state")
+
+    def __init__(self, group: Group, server: ServerState, q: Query, state: Attempts,
+                 on_reply: Callable[[Reply | None, Attempts], None]) -> None:
+        super().__init__(q.qname, q.qtype, q.qclass, server.count_mismatch)
+        self.group = group
+        self.server = server
+        self.state = state
+        self.on_reply = on_reply
+        self.started = time.perf_counter()
+
+    def resolved(self, data: bytes) -> None:
+        group, server, state = self.group, self.server, self.state
+        if data[2] & (wire.TC >> 8):
+            metrics.upstream_errors.labels(group.name, server.label, "truncated").inc()
+            state.truncated = server
+            self.on_reply(None, state)
+            return
+        server.answered(self.started)
+        try:
+            reply = reply_of(data, server)
+        except FormError as e:
+            group.failed(state, server, e)
+            self.on_reply(None, state)
+            return
+        self.on_reply(reply if group.answered(state, server, reply) else None, state)
+
+    def failed(self, error: BaseException) -> None:
+        self.group.failed(self.state, self.server, error)
+        self.on_reply(None, self.state)

@@ -137,7 +137,10 @@ class RewriteToPrivate:
     def __init__(self) -> None:
         self.calls = 0
 
-    async def apply(self, q: Query, upstream_reply: Reply, group: object, rt: object) -> Reply:
+    def decide(self, q: Query, upstream_reply: Reply, group: str) -> object:
+        return ("violation", upstream_reply)  # anything but a Reply: enforce() decides
+
+    async def enforce(self, q: Query, violation: object, group: object, rt: object) -> Reply:
         self.calls += 1
         record = b"\xc0\x0c" + struct.pack("!HHIH", 1, 1, 30, 4) + socket.inet_aton("10.0.1.15")
         data = wire.synth_reply(q.flags, q.question, 0, answers=record, ancount=1)

@@ -6,7 +6,7 @@ are checked too."""
 from __future__ import annotations
 
 import asyncio
-import secrets
+import os
 import socket
 from collections.abc import Callable
 
@@ -43,6 +43,74 @@ async def exchange(
 POOL_SOCKETS = 8  # sockets per upstream server, each from its own random source port
 SOCKET_USES = 200  # queries a socket carries before it is replaced by one on a new port
 SOCKET_AGE = 5.0  # seconds a socket is used before it is replaced, however few its queries
+RANDOM_BATCH = 4096  # bytes read from the kernel's CSPRNG at a time
+
+
+class RandomIds:
+    """16-bit query IDs from the kernel's CSPRNG, read a few thousand at a time: one
+    getrandom call per 2,048 IDs instead of one per query."""
+
+    __slots__ = ("_buf", "_pos")
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._pos = 0
+
+    def next(self) -> int:
+        pos = self._pos
+        if pos >= len(self._buf):
+            self._buf = os.urandom(RANDOM_BATCH)
+            pos = 0
+        self._pos = pos + 2
+        buf = self._buf
+        return buf[pos] << 8 | buf[pos + 1]
+
+
+IDS = RandomIds()
+
+
+class Waiter:
+    """A query waiting on a pooled socket: the question its reply must carry, and what
+    to call with the outcome. Subclasses say what happens on `resolved` and `failed`."""
+
+    __slots__ = ("ident", "on_mismatch", "qclass", "qname", "qtype", "slot", "timer")
+
+    def __init__(self, qname: bytes, qtype: int, qclass: int,
+                 on_mismatch: Callable[[], None]) -> None:
+        self.qname = qname
+        self.qtype = qtype
+        self.qclass = qclass
+        self.on_mismatch = on_mismatch
+        self.ident = -1
+        self.slot: _PooledSocket | None = None
+        self.timer: asyncio.TimerHandle | None = None
+
+    def resolved(self, data: bytes) -> None:
+        """The matching reply arrived."""
+        raise NotImplementedError
+
+    def failed(self, error: BaseException) -> None:
+        """No reply: TimeoutError, or an OSError the socket reported."""
+        raise NotImplementedError
+
+
+class _FutureWaiter(Waiter):
+    """A waiter for `UdpPool.exchange`: the outcome goes into a future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: asyncio.Future[bytes], qname: bytes, qtype: int, qclass: int,
+                 on_mismatch: Callable[[], None]) -> None:
+        super().__init__(qname, qtype, qclass, on_mismatch)
+        self.future = future
+
+    def resolved(self, data: bytes) -> None:
+        if not self.future.done():
+            self.future.set_result(data)
+
+    def failed(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
 
 
 class _PooledSocket:
@@ -53,8 +121,7 @@ class _PooledSocket:
     def __init__(self, sock: socket.socket, expires: float) -> None:
         self.sock = sock
         self.expires = expires
-        self.pending: dict[int, tuple[asyncio.Future[bytes], bytes, int, int,
-                                      Callable[[], None]]] = {}
+        self.pending: dict[int, Waiter] = {}
         self.uses = 0
         self.retired = False
         self.closed = False
@@ -70,6 +137,9 @@ class UdpPool:
     queries or SOCKET_AGE seconds, so source ports keep changing. Each query takes a random
     ID not in flight on its socket; a reply is accepted only if its ID and question match a
     waiting query.
+
+    `send` hands the outcome to a Waiter's callbacks (the task-free miss path);
+    `exchange` awaits it.
     """
 
     def __init__(self, host: str, port: int, on_stray: Callable[[], None] = lambda: None):
@@ -88,23 +158,52 @@ class UdpPool:
             TimeoutError: nothing matching arrived within *timeout*.
             OSError: the socket failed, or the network refused (ICMP unreachable).
         """
+        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        waiter = _FutureWaiter(future, qname, qtype, qclass, on_mismatch)
+        self.send(waiter, query, timeout)
+        try:
+            return await future
+        finally:
+            if waiter.slot is not None:  # cancelled: nobody will take the reply
+                self._forget(waiter)
+
+    def send(self, waiter: Waiter, query: bytes, timeout: float) -> None:
+        """Sends *query* (its ID is replaced) for *waiter*, which is told the outcome
+        later (never from within this call). Raises OSError if it cannot be sent."""
         loop = asyncio.get_running_loop()
         slot = self._socket(loop)
         pending = slot.pending
-        ident = secrets.randbits(16)
+        ident = IDS.next()
         while ident in pending:
-            ident = secrets.randbits(16)
-        future: asyncio.Future[bytes] = loop.create_future()
-        pending[ident] = (future, qname, qtype, qclass, on_mismatch)
-        timer = loop.call_later(timeout, _expire, future)
+            ident = IDS.next()
+        waiter.ident = ident
+        waiter.slot = slot
+        pending[ident] = waiter
+        waiter.timer = loop.call_later(timeout, self._expire, waiter)
         try:
             slot.sock.send(ident.to_bytes(2, "big") + query[2:])
-            return await future
-        finally:
-            timer.cancel()
-            pending.pop(ident, None)
-            if slot.retired and not pending:
-                self._close(loop, slot)
+        except OSError:
+            self._forget(waiter)
+            raise
+
+    def _forget(self, waiter: Waiter) -> None:
+        """Takes *waiter* off its socket: answered, expired or given up."""
+        slot = waiter.slot
+        if slot is None:
+            return
+        waiter.slot = None
+        if waiter.timer is not None:
+            waiter.timer.cancel()
+        pending = slot.pending
+        if pending.get(waiter.ident) is waiter:
+            del pending[waiter.ident]
+        if slot.retired and not pending:
+            self._close(slot)
+
+    def _expire(self, waiter: Waiter) -> None:
+        waiter.timer = None
+        self._forget(waiter)
+        waiter.failed(TimeoutError())
 
     def _socket(self, loop: asyncio.AbstractEventLoop) -> _PooledSocket:
         if self.closed:
@@ -118,12 +217,12 @@ class UdpPool:
             slot = self._open(loop)
             sockets.append(slot)
             return slot
-        index = secrets.randbelow(len(sockets))
+        index = IDS.next() % POOL_SOCKETS  # 65,536 is a multiple of 8: no bias
         slot = sockets[index]
         if slot.retired or slot.uses >= SOCKET_USES or loop.time() >= slot.expires:
             slot.retired = True
             if not slot.pending:
-                self._close(loop, slot)
+                self._close(slot)
             slot = sockets[index] = self._open(loop)
             return slot
         slot.uses += 1
@@ -151,41 +250,35 @@ class UdpPool:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:  # ICMP unreachable and friends: every query here is lost
-                for future, *_ in list(pending.values()):
-                    if not future.done():
-                        future.set_exception(OSError(e.errno, e.strerror))
                 slot.retired = True
+                for waiter in list(pending.values()):
+                    self._forget(waiter)
+                    waiter.failed(OSError(e.errno, e.strerror))
                 return
-            waiting = pending.get(int.from_bytes(data[:2], "big")) if len(data) >= 12 else None
-            if waiting is None:
+            waiter = pending.get(data[0] << 8 | data[1]) if len(data) >= 12 else None
+            if waiter is None:
                 self.on_stray()
                 continue
-            future, qname, qtype, qclass, on_mismatch = waiting
-            if not wire.reply_matches(data, data[0] << 8 | data[1], qname, qtype, qclass):
-                on_mismatch()
+            if not wire.reply_matches(data, waiter.ident, waiter.qname, waiter.qtype,
+                                      waiter.qclass):
+                waiter.on_mismatch()
                 continue
-            if not future.done():
-                future.set_result(data)
+            self._forget(waiter)
+            waiter.resolved(data)
 
-    def _close(self, loop: asyncio.AbstractEventLoop, slot: _PooledSocket) -> None:
+    def _close(self, slot: _PooledSocket) -> None:
         if slot.closed:
             return
         slot.closed = True
-        loop.remove_reader(slot.sock.fileno())
+        asyncio.get_event_loop().remove_reader(slot.sock.fileno())
         slot.sock.close()
 
     def close(self) -> None:
         """Closes the idle sockets now and the others once their queries are answered or
         time out, so queries in flight are not cut short (a reload dropped this server)."""
         self.closed = True
-        loop = asyncio.get_event_loop()
         for slot in self.sockets:
             slot.retired = True
             if not slot.pending:
-                self._close(loop, slot)
+                self._close(slot)
         self.sockets = []
-
-
-def _expire(future: asyncio.Future[bytes]) -> None:
-    if not future.done():
-        future.set_exception(TimeoutError())
