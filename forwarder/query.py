@@ -11,6 +11,7 @@ from forwarder.errors import DropPacket, FormError
 
 if TYPE_CHECKING:
     from forwarder.config.model import Rule
+    from forwarder.wire import Records
 
 
 @dataclass(slots=True)
@@ -70,15 +71,26 @@ class Query:
             self.trace.append(step)
 
 
-@dataclass(slots=True, frozen=True)
 class Reply:
-    """A stage's answer: internal wire form (no OPT record), rcode, who answered, and EDEs."""
+    """A stage's answer: internal wire form (no OPT record), rcode, who answered, and EDEs.
+    Not changed once made (a plain class: one is made per forwarded query, and a frozen
+    dataclass costs several times more to build)."""
 
-    wire: bytes
-    rcode: int
-    answered_by: str  # "acl", "local", "cache", "upstream", "policy", "hook", "error"
-    ede: tuple[tuple[int, str], ...] = ()
-    server: str | None = None  # the upstream server that answered, if any
+    __slots__ = ("answered_by", "ede", "rcode", "records", "server", "wire")
+
+    def __init__(self, wire: bytes, rcode: int, answered_by: str,
+                 ede: tuple[tuple[int, str], ...] = (), server: str | None = None,
+                 records: Records | None = None) -> None:
+        self.wire = wire
+        self.rcode = rcode
+        self.answered_by = answered_by  # "acl", "local", "cache", "upstream", "policy", ...
+        self.ede = ede
+        self.server = server  # the upstream server that answered, if any
+        self.records = records  # wire.walk_records of `wire`, when it was read already
+
+    def __repr__(self) -> str:
+        return (f"Reply(rcode={self.rcode}, answered_by={self.answered_by!r}, "
+                f"ede={self.ede!r}, server={self.server!r}, {len(self.wire)} bytes)")
 
     def to_client(self, q: Query) -> bytes:
         """The bytes sent to the client of *q* (its ID, case, OPT; truncated for UDP)."""

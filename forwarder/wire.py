@@ -15,6 +15,7 @@ from forwarder.errors import DropPacket, FormError
 
 HEADER = struct.Struct("!HHHHHH")
 U16 = struct.Struct("!H")
+U32 = struct.Struct("!I")
 RR_FIXED = struct.Struct("!HHIH")  # type, class, ttl, rdlength
 
 QR = 0x8000
@@ -258,58 +259,95 @@ def reply_matches(data: bytes, ident: int, qname: bytes, qtype: int, qclass: int
     return data[end : end + 4] == struct.pack("!HH", qtype, qclass)
 
 
+TYPE_SOA = 6
+
+# what walk_records finds: [(TTL offset, TTL, counts for the entry's TTL)], the answer
+# count, and the negative TTL of the first authority SOA (None without one)
+Records = tuple[list[tuple[int, int, bool]], int, "int | None"]
+
+
 class UpstreamReply:
-    """An upstream response with its OPT removed: wire, full rcode, EDE options it carried."""
+    """An upstream response with its OPT removed: wire, full rcode, EDE options it carried,
+    and its records as `walk_records` reads them (offsets into `wire`)."""
 
-    __slots__ = ("ede", "rcode", "truncated", "wire")
+    __slots__ = ("ede", "rcode", "records", "truncated", "wire")
 
-    def __init__(self, wire: bytes, rcode: int, ede: tuple[tuple[int, str], ...], tc: bool):
+    def __init__(self, wire: bytes, rcode: int, ede: tuple[tuple[int, str], ...], tc: bool,
+                 records: Records | None = None) -> None:
         self.wire = wire
         self.rcode = rcode
         self.ede = ede
         self.truncated = tc
+        self.records = records
+
+
+def walk_records(data: bytes) -> tuple[Records, tuple[int, int, int, int] | None, int]:
+    """Walks every record of a message once: answers its Records (OPT left out), where its
+    OPT record is, as (start, end, TTL, RDATA start), or None, and where its last record
+    ends (bytes after it are not part of the message).
+
+    Raises:
+        FormError: the message is malformed (more than one OPT record, too).
+        struct.error: the header is short.
+    """
+    _ident, _flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    off = 12
+    for _ in range(qdcount):
+        off = skip_name(data, off) + 4
+    records: list[tuple[int, int, bool]] = []
+    negative: int | None = None
+    opt: tuple[int, int, int, int] | None = None
+    end = len(data)
+    counted = ancount + nscount
+    unpack = RR_FIXED.unpack_from
+    for i in range(counted + arcount):
+        start = off
+        if off < end and data[off] >= 0xC0:  # the usual owner: a compression pointer
+            off += 2
+        else:
+            off = skip_name(data, off)
+        if off + 10 > end:
+            raise FormError("record runs past the end of the message")
+        rtype, _rclass, ttl, rdlen = unpack(data, off)
+        rdata = off + 10
+        off = rdata + rdlen
+        if off > end:
+            raise FormError("record data runs past the end of the message")
+        if rtype == TYPE_OPT:
+            if opt is not None:
+                raise FormError("more than one OPT record")
+            opt = (start, off, ttl, rdata)
+            continue
+        if rtype == TYPE_SOA and ancount <= i < counted and negative is None:
+            if rdlen < 22:
+                raise FormError("SOA record too short")
+            negative = min(ttl, U32.unpack_from(data, off - 4)[0])
+        records.append((rdata - 6, ttl, i < counted))
+    return (records, ancount, negative), opt, off
 
 
 def strip_opt(data: bytes) -> UpstreamReply:
     """Removes the OPT record from a response; folds its extended rcode into the rcode and
     keeps its Extended DNS Error options. Raises FormError if the message is malformed."""
-    ident, flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
+    try:
+        (records, ancount, negative), opt, stop = walk_records(data)
+    except struct.error:
+        raise FormError("message shorter than its header") from None
+    if stop < len(data):  # bytes after the last record are no part of it
+        data = data[:stop]
+    flags = data[2] << 8 | data[3]
     rcode = flags & 0xF
-    off = 12
-    for _ in range(qdcount):
-        off = skip_name(data, off) + 4
-    for _ in range(ancount + nscount):
-        off = _skip_rr(data, off)
-    ede: list[tuple[int, str]] = []
-    pieces: list[bytes] = []  # the additional section without the OPT
-    kept = 0
-    start_ar = off
-    last = off
-    found = False
-    for _ in range(arcount):
-        rr_start = off
-        off = skip_name(data, off)
-        if off + 10 > len(data):
-            raise FormError("record runs past the end of the message")
-        rtype, _rclass, ttl, rdlen = RR_FIXED.unpack_from(data, off)
-        rd_start = off + 10
-        off = rd_start + rdlen
-        if off > len(data):
-            raise FormError("record data runs past the end of the message")
-        if rtype == TYPE_OPT:
-            found = True
-            rcode |= ((ttl >> 24) & 0xFF) << 4
-            ede.extend(_read_ede(data, rd_start, off))
-            pieces.append(data[last:rr_start])
-            last = off
-        else:
-            kept += 1
-    if not found:
-        return UpstreamReply(data[:off], rcode, (), bool(flags & TC))
-    pieces.append(data[last:off])
-    head = HEADER.pack(ident, flags, qdcount, ancount, nscount, kept)
-    wire = head + data[12:start_ar] + b"".join(pieces)
-    return UpstreamReply(wire, rcode, tuple(ede), bool(flags & TC))
+    if opt is None:
+        return UpstreamReply(data, rcode, (), bool(flags & TC), (records, ancount, negative))
+    start, end, ttl, rdata = opt
+    rcode |= ((ttl >> 24) & 0xFF) << 4
+    ede = tuple(_read_ede(data, rdata, end)) if end > rdata else ()
+    arcount = U16.unpack_from(data, 10)[0] - 1
+    wire = data[:10] + U16.pack(arcount) + data[12:start] + data[end:]
+    if end < stop:  # records after the OPT moved up
+        gone = end - start
+        records = [(o - gone if o > start else o, t, c) for o, t, c in records]
+    return UpstreamReply(wire, rcode, ede, bool(flags & TC), (records, ancount, negative))
 
 
 def _read_ede(data: bytes, off: int, end: int) -> list[tuple[int, str]]:

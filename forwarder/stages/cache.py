@@ -200,6 +200,8 @@ class Cache:
         self._judged: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
         self.hits = 0  # counted here and folded into the metrics on collection
         self.misses = 0
+        self.evictions = 0
+        self._entries_reported = 0  # len(_entries) as forwarder_cache_entries last saw it
         self.hit_second = 0  # the whole second of the last hit's age (for the wire front)
         self.hit_entry: Entry | None = None  # and its entry
         # client query bytes after the ID -> the reply bytes sent for them
@@ -207,12 +209,20 @@ class Cache:
         metrics.PENDING.flushers.add(self)
 
     def flush(self) -> None:
-        """Folds the hit and miss counts into the metrics (called on collection)."""
+        """Folds the hit, miss and eviction counts and the change in entries into the
+        metrics (called on collection)."""
         hits, misses, self.hits, self.misses = self.hits, self.misses, 0, 0
         if hits:
             metrics.cache_hits.inc(hits)
         if misses:
             metrics.cache_misses.inc(misses)
+        evictions, self.evictions = self.evictions, 0
+        if evictions:
+            metrics.cache_evictions.inc(evictions)
+        change = len(self._entries) - self._entries_reported
+        if change:  # by the change, so that the gauge sums every cache in the process
+            metrics.cache_entries.inc(change)
+            self._entries_reported += change
 
     def remember(self, query: bytes, answer: bytes, rule: str, qtype: int, rcode: int) -> None:
         """Puts a hit just answered into the wire front, until its entry expires."""
@@ -504,9 +514,7 @@ class Cache:
         else:
             if len(entries) >= self.settings.max_entries:
                 entries.popitem(last=False)
-                metrics.cache_evictions.inc()
-            else:
-                metrics.cache_entries.inc()
+                self.evictions += 1
             entries[key] = entry
         if self._recheck:
             self._recheck.pop(key, None)
@@ -527,7 +535,7 @@ class Cache:
                     or data[2] & (wire.TC >> 8) or data[12:nend].lower() != q.qname
                     or data[nend:qend] != key[nend - 12:qend - 12]):
                 return None
-            records, ancount, negative = _walk(data)
+            records, ancount, negative = reply.records or _walk(data)
         except (FormError, struct.error, IndexError):
             return None
         s = self.settings
@@ -563,8 +571,7 @@ class Cache:
         return Entry(body, offsets, reply.ede, self._second, ttl, judged)
 
     def _drop(self, key: bytes) -> None:
-        if self._entries.pop(key, None) is not None:
-            metrics.cache_entries.dec()
+        self._entries.pop(key, None)
 
     # --- lifetime ------------------------------------------------------------------------
 
@@ -587,43 +594,20 @@ class Cache:
         for pending in list(self._inflight.values()):
             if pending.waiters == 0 and isinstance(pending.task, asyncio.Task):
                 pending.task.cancel()  # a background refresh (a query's own fetch goes on)
-        metrics.cache_entries.dec(len(self._entries))
         self._entries.clear()
+        self.flush()
         self._recheck.clear()
         self.front.clear()
 
 
-def _walk(data: bytes) -> tuple[list[tuple[int, int, bool]], int, int | None]:
+def _walk(data: bytes) -> wire.Records:
     """Walks a reply: answers ([(ttl offset, ttl, counts for the entry's TTL)], answer count,
     negative TTL from the first SOA in the authority section or None). OPT is skipped.
     Raises FormError (or struct.error) if the message is malformed."""
-    _ident, _flags, qdcount, ancount, nscount, arcount = wire.HEADER.unpack_from(data)
-    off = 12
-    for _ in range(qdcount):
-        off = wire.skip_name(data, off) + 4
-    records: list[tuple[int, int, bool]] = []
-    negative: int | None = None
-    end = len(data)
-    for i in range(ancount + nscount + arcount):
-        off = wire.skip_name(data, off)
-        if off + 10 > end:
-            raise FormError("record runs past the end of the message")
-        rtype, _rclass, ttl, rdlen = wire.RR_FIXED.unpack_from(data, off)
-        rdata = off + 10
-        off = rdata + rdlen
-        if off > end:
-            raise FormError("record data runs past the end of the message")
-        if rtype == wire.TYPE_OPT:
-            continue
-        in_authority = ancount <= i < ancount + nscount
-        if rtype == TYPE_SOA and in_authority and negative is None:
-            if rdlen < 22:
-                raise FormError("SOA record too short")
-            negative = min(ttl, TTL.unpack_from(data, off - 4)[0])
-        records.append((rdata - 6, ttl, i < ancount + nscount))
-    if off != end:
+    records, _opt, stop = wire.walk_records(data)
+    if stop != len(data):
         raise FormError("trailing bytes after the last record")
-    return records, ancount, negative
+    return records
 
 
 def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:

@@ -290,7 +290,8 @@ class Group:
 def reply_of(data: bytes, server: ServerState) -> Reply:
     """The Reply for an upstream's response (OPT removed). Raises FormError."""
     parsed = wire.strip_opt(data)
-    return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server=server.label)
+    return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server.label,
+                 parsed.records)
 
 
 class _FirstTry(udp.Waiter):
