@@ -31,12 +31,14 @@ class SuffixTable(Generic[T]):
     decoding. The root (".") is an ordinary key: the wire name b"\\x00".
     """
 
-    __slots__ = ("_table",)
+    __slots__ = ("_counts", "_table")
 
     def __init__(self, items: Iterable[tuple[str, T]] = ()) -> None:
         self._table: dict[bytes, T] = {}
         for suffix, value in items:
             self._table[wire.text_to_name(suffix)] = value
+        # how many labels the suffixes have, most first: only those suffixes are probed
+        self._counts = tuple(sorted({_labels(k) for k in self._table}, reverse=True))
 
     def __len__(self) -> int:
         return len(self._table)
@@ -44,15 +46,23 @@ class SuffixTable(Generic[T]):
     def lookup(self, qname: bytes) -> T | None:
         """Answers the value of the longest suffix of the lower-case wire name *qname*."""
         table = self._table
+        counts = self._counts
+        if not counts:
+            return None
+        if counts[0] == 0:  # the root only
+            return table.get(b"\x00")
+        starts = []
         off = 0
-        while True:
-            value = table.get(qname[off:] if off else qname)
-            if value is not None:
-                return value
-            length = qname[off]
-            if length == 0:
-                return None
+        while length := qname[off]:
+            starts.append(off)
             off += length + 1
+        labels = len(starts)
+        for count in counts:
+            if count <= labels:
+                value = table.get(qname[starts[labels - count]:] if count else b"\x00")
+                if value is not None:
+                    return value
+        return None
 
     def lookup_all(self, qname: bytes) -> Iterable[T]:
         """Yields the values of every matching suffix, longest first."""
@@ -66,3 +76,12 @@ class SuffixTable(Generic[T]):
             if length == 0:
                 return
             off += length + 1
+
+
+def _labels(name: bytes) -> int:
+    """The number of labels of a wire name (0 for the root)."""
+    count = off = 0
+    while name[off]:
+        count += 1
+        off += name[off] + 1
+    return count

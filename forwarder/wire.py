@@ -237,12 +237,15 @@ def question_of(qname: bytes, qtype: int, qclass: int) -> bytes:
     return qname + struct.pack("!HH", qtype, qclass)
 
 
+_UPSTREAM_OPT = b"\x00" + struct.pack("!HHIH", TYPE_OPT, UPSTREAM_UDP_SIZE, 0, 0)
+_UPSTREAM_OPT_DO = b"\x00" + struct.pack("!HHIH", TYPE_OPT, UPSTREAM_UDP_SIZE, EDNS_DO, 0)
+
+
 def upstream_query(ident: int, flags: int, question: bytes, do: bool) -> bytes:
     """Builds the query sent upstream: a fresh ID, the client's RD/CD/AD bits and question,
     and our own OPT (1232-byte buffer, the client's DO bit, no options)."""
-    head = HEADER.pack(ident, flags & (RD | CD | AD), 1, 0, 0, 1)
-    opt = b"\x00" + struct.pack("!HHIH", TYPE_OPT, UPSTREAM_UDP_SIZE, EDNS_DO if do else 0, 0)
-    return head + question + opt
+    return (HEADER.pack(ident, flags & (RD | CD | AD), 1, 0, 0, 1) + question
+            + (_UPSTREAM_OPT_DO if do else _UPSTREAM_OPT))
 
 
 def reply_matches(data: bytes, ident: int, qname: bytes, qtype: int, qclass: int) -> bool:

@@ -38,7 +38,6 @@ async def main(n: int, profile: bool, policy: bool) -> None:
         client = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         client.bind(("127.0.0.1", 0))
         client.setblocking(False)
-        addr = client.getsockname()
         data = dns.message.make_query("s3.ap-northeast-1.amazonaws.com", "A").to_wire()
         client.sendto(data, server.address("udp"))
         await up.wait_for(1)

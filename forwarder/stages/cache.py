@@ -539,19 +539,24 @@ class Cache:
         except (FormError, struct.error, IndexError):
             return None
         s = self.settings
-        buf = bytearray(data)
+        buf: bytearray | None = None  # a copy, once a TTL must change
         ttl: int | None = None
         if rcode == NOERROR and ancount:
             low, high = s.min_ttl, s.max_ttl
             for off, rttl, counts in records:
                 t = low if rttl < low else high if rttl > high else rttl
-                TTL.pack_into(buf, off, t)
+                if t != rttl:
+                    if buf is None:
+                        buf = bytearray(data)
+                    TTL.pack_into(buf, off, t)
                 if counts and (ttl is None or t < ttl):
                     ttl = t
         elif rcode in (NOERROR, NXDOMAIN) and negative is not None:
             ttl = min(negative, s.max_negative_ttl)
             for off, rttl, _counts in records:
                 if rttl > ttl:
+                    if buf is None:
+                        buf = bytearray(data)
                     TTL.pack_into(buf, off, ttl)
         elif rcode == SERVFAIL and policy_ttl is None:
             ttl = s.servfail_ttl
@@ -564,8 +569,8 @@ class Cache:
             self._second = second
         if ttl > 256:  # small ints are shared by Python already
             ttl = self._ints.setdefault(ttl, ttl) if len(self._ints) < 65_536 else ttl
-        body = bytes(buf[:12] + buf[qend:])
-        offsets = tuple(off for off, _ttl, _counts in records)
+        body = data[:12] + data[qend:] if buf is None else bytes(buf[:12] + buf[qend:])
+        offsets = tuple([r[0] for r in records])
         judged = (q.verdict, q.action)
         judged = self._judged.setdefault(judged, judged)  # a few shared tuples, not one each
         return Entry(body, offsets, reply.ede, self._second, ttl, judged)

@@ -302,7 +302,13 @@ class _FirstTry(udp.Waiter):
 
     def __init__(self, group: Group, server: ServerState, q: Query, state: Attempts,
                  on_reply: Callable[[Reply | None, Attempts], None]) -> None:
-        super().__init__(q.qname, q.qtype, q.qclass, server.count_mismatch)
+        self.qname = q.qname  # (udp.Waiter's fields, set here: one call less per query)
+        self.qtype = q.qtype
+        self.qclass = q.qclass
+        self.on_mismatch = server.count_mismatch
+        self.ident = -1
+        self.slot = None
+        self.timer = None
         self.group = group
         self.server = server
         self.state = state

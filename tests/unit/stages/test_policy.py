@@ -16,7 +16,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from forwarder import answers, metrics
+from forwarder import answers, metrics, wire
 from forwarder.config import model
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
@@ -668,3 +668,34 @@ def test_build_compiles_every_policy() -> None:
     assert sorted(rt.policies) == ["a", "b"]
     assert rt.policies["b"].monitor_only and not rt.policies["a"].monitor_only
     assert answers.is_under(S3, rt.policies["a"].protected)
+
+
+@pytest.mark.parametrize(("name", "qtype", "records", "additional"), [
+    (S3, "A", ("A 10.0.1.15",), ()),  # protected, allowed
+    (S3, "A", ("A 52.219.1.1",), ()),  # protected, public: a violation
+    (S3, "AAAA", ("AAAA fd00::15", "AAAA 2600:1f18::1"), ()),  # one of two outside
+    (S3, "A", ("A 10.0.1.15", "A 10.0.1.16"), ("ns.example. A 52.219.9.9",)),  # additional
+    (S3, "A", (f"{S3}. CNAME {VPCE}.", f"{VPCE}. A 52.219.2.2"), ()),  # a chain
+    (S3, "HTTPS", ("HTTPS 1 . alpn=h2 ipv4hint=52.219.3.3",), ()),  # hints
+    (S3, "TXT", ('TXT "v=1"',), ()),  # no address at all
+    ("www.corp.example", "A", ("A 52.219.1.1",), ()),  # not protected
+])
+async def test_quick_judgement_agrees_with_the_full_scan(
+        name: str, qtype: str, records: tuple[str, ...], additional: tuple[str, ...]) -> None:
+    """An upstream reply carries the records its OPT strip walked; the policy then judges
+    the common shapes from them without scanning. What the client gets, the verdict and
+    the counted action must be the same as for the same answer judged by a full scan."""
+    outcomes = []
+    answer = upstream_answer(name, qtype, *records, additional=additional)
+    for walked in (False, True):
+        pol = make_policy(on_violation=model.Violation.NXDOMAIN)
+        q = client_query(name, qtype)
+        upstream = answer
+        if walked:
+            upstream = Reply(answer.wire, 0, "upstream", (), answer.server,
+                             wire.walk_records(answer.wire)[0])
+        out = await pol.apply(q, upstream, FakeGroup("r53-inbound"), None)  # type: ignore[arg-type]
+        counted = dict(pol._counts)
+        outcomes.append((out.wire[2:], out.rcode, out.ede, q.verdict, q.action, counted))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][3] in ("pass", "violation", "not_protected")
