@@ -50,12 +50,11 @@ class Query:
         cls, data: bytes, client: tuple[str, int], transport: str, now: float
     ) -> Query:
         """Reads a client message. Raises DropPacket or FormError (see wire.parse_query)."""
-        p = wire.parse_query(data)
-        return cls(
-            data, p.id, p.flags, p.qname, p.qtype, p.qclass, p.question, client, transport,
-            p.edns, p.udp_size if transport == "udp" else 0, p.do, p.cd, now,
-            edns_version=p.edns_version,
-        )
+        (ident, flags, qname, qtype, qclass, question, edns, udp_size, do, cd,
+         version) = wire.parse_query(data)
+        return cls(data, ident, flags, qname, qtype, qclass, question, client, transport,
+                   edns, udp_size if transport == "udp" else 0, do, cd, now, None, None, None,
+                   version)
 
     @property
     def name(self) -> str:

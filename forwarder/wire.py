@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import struct
 from enum import IntEnum
+from typing import NamedTuple
 
 from forwarder.errors import DropPacket, FormError
 
@@ -156,19 +157,23 @@ def text_to_name(text: str) -> bytes:
 # --- queries ---------------------------------------------------------------------------
 
 
-class ParsedQuery:
+class ParsedQuery(NamedTuple):
     """What `parse_query` read from a client's message."""
 
-    __slots__ = (
-        "cd", "do", "edns", "edns_version", "flags", "id", "qclass", "qend", "qname",
-        "qtype", "question", "udp_size",
-    )
+    id: int
+    flags: int
+    qname: bytes  # lower-cased
+    qtype: int
+    qclass: int
+    question: bytes  # as sent (the client's letter case)
+    edns: bool
+    udp_size: int  # what the client accepts over UDP, within MIN_UDP_SIZE..SERVER_UDP_SIZE
+    do: bool
+    cd: bool
+    edns_version: int
 
-    def __init__(self) -> None:
-        self.edns = False
-        self.edns_version = 0
-        self.udp_size = MIN_UDP_SIZE
-        self.do = False
+
+_tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
 
 def parse_query(data: bytes) -> ParsedQuery:
@@ -187,40 +192,37 @@ def parse_query(data: bytes) -> ParsedQuery:
         raise FormError("unsupported opcode", kind="notimp")
     if qdcount != 1:
         raise FormError(f"QDCOUNT is {qdcount}, not 1", kind="qdcount")
-    q = ParsedQuery()
-    q.id = ident
-    q.flags = flags
-    q.cd = bool(flags & CD)
     qend = read_qname(data, 12)
-    if qend + 4 > len(data):
+    off = qend + 4
+    end = len(data)
+    if off > end:
         raise FormError("question runs past the end of the message")
-    q.qname = data[12:qend].lower()
-    q.qtype, q.qclass = struct.unpack_from("!HH", data, qend)
-    q.qend = qend + 4
-    q.question = data[12 : qend + 4]
-    off = q.qend
     for _ in range(ancount + nscount):
         off = _skip_rr(data, off)
-    seen_opt = False
+    edns = do = False
+    udp_size = MIN_UDP_SIZE
+    version = 0
     for _ in range(arcount):
         name_off = off
         off = skip_name(data, off)
-        if off + 10 > len(data):
+        if off + 10 > end:
             raise FormError("record runs past the end of the message")
         rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, off)
         off += 10 + rdlen
-        if off > len(data):
+        if off > end:
             raise FormError("record data runs past the end of the message")
         if rtype == TYPE_OPT:
-            if seen_opt or data[name_off] != 0:
+            if edns or data[name_off] != 0:
                 raise FormError("more than one OPT record, or OPT not at the root", kind="edns")
-            seen_opt = True
-            q.edns = True
+            edns = True
             # never more than we advertise: bigger UDP answers fragment and amplify
-            q.udp_size = min(max(rclass, MIN_UDP_SIZE), SERVER_UDP_SIZE)
-            q.edns_version = (ttl >> 16) & 0xFF
-            q.do = bool(ttl & EDNS_DO)
-    return q
+            udp_size = min(max(rclass, MIN_UDP_SIZE), SERVER_UDP_SIZE)
+            version = (ttl >> 16) & 0xFF
+            do = bool(ttl & EDNS_DO)
+    return _tuple_new(ParsedQuery, (
+        ident, flags, data[12:qend].lower(), data[qend] << 8 | data[qend + 1],
+        data[qend + 2] << 8 | data[qend + 3], data[12 : qend + 4], edns, udp_size, do,
+        bool(flags & CD), version))
 
 
 def _skip_rr(data: bytes, off: int) -> int:
@@ -370,6 +372,8 @@ def _read_ede(data: bytes, off: int, end: int) -> list[tuple[int, str]]:
 
 def opt_record(rcode: int, do: bool, ede: tuple[tuple[int, str], ...] | None) -> bytes:
     """Builds our OPT record for a client that sent EDNS."""
+    if not ede and rcode < 16:
+        return _PLAIN_OPT_DO if do else _PLAIN_OPT
     options = b""
     if ede:
         for code, text in ede:
@@ -377,6 +381,11 @@ def opt_record(rcode: int, do: bool, ede: tuple[tuple[int, str], ...] | None) ->
             options += struct.pack("!HHH", OPTION_EDE, len(raw) + 2, code) + raw
     ttl = ((rcode >> 4) & 0xFF) << 24 | (EDNS_DO if do else 0)
     return b"\x00" + struct.pack("!HHIH", TYPE_OPT, SERVER_UDP_SIZE, ttl, len(options)) + options
+
+
+_PLAIN_OPT = b"\x00" + struct.pack("!HHIH", TYPE_OPT, SERVER_UDP_SIZE, 0, 0)
+_PLAIN_OPT_DO = b"\x00" + struct.pack("!HHIH", TYPE_OPT, SERVER_UDP_SIZE, EDNS_DO, 0)
+ID_FLAGS = struct.Struct("!HH")
 
 
 def finish(
@@ -404,12 +413,12 @@ def finish(
     qlen = len(question)
     if edns:
         opt = opt_record(rcode, do, ede)
-        out = (U16.pack(q_id) + U16.pack(flags) + reply_wire[4:10] + U16.pack(ar + 1)
-               + question + reply_wire[12 + qlen :] + opt)
+        out = b"".join((ID_FLAGS.pack(q_id, flags), reply_wire[4:10], U16.pack(ar + 1),
+                        question, reply_wire[12 + qlen :], opt))
     else:
         opt = b""
-        out = (U16.pack(q_id) + U16.pack(flags) + reply_wire[4:12] + question
-               + reply_wire[12 + qlen :])
+        out = b"".join((ID_FLAGS.pack(q_id, flags), reply_wire[4:12], question,
+                        reply_wire[12 + qlen :]))
     if udp_size and len(out) > udp_size:
         out = HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question + opt
         if len(out) > udp_size:  # long EDE texts: the client retries over TCP anyway

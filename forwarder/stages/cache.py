@@ -530,12 +530,16 @@ class Cache:
             name = q.rule.policy if q.rule is not None else None
             policy_ttl = self._policy_ttl.get(name or "", DEFAULT_POLICY_TTL)
         try:
-            nend = 12 + len(q.qname)
-            if (len(data) < qend or data[4:6] != b"\x00\x01" or data[3] & 0xF != rcode
-                    or data[2] & (wire.TC >> 8) or data[12:nend].lower() != q.qname
-                    or data[nend:qend] != key[nend - 12:qend - 12]):
+            if len(data) < qend or data[4:6] != b"\x00\x01" or data[3] & 0xF != rcode \
+                    or data[2] & (wire.TC >> 8):
                 return None
-            records, ancount, negative = reply.records or _walk(data)
+            records = reply.records  # an upstream reply: its question was checked then
+            if records is None:
+                nend = 12 + len(q.qname)
+                if data[12:nend].lower() != q.qname or data[nend:qend] != key[nend - 12:qend - 12]:
+                    return None
+                records = _walk(data)
+            records, ancount, negative = records
         except (FormError, struct.error, IndexError):
             return None
         s = self.settings

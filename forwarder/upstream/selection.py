@@ -18,7 +18,7 @@ class Sequential:
     """Always in configuration order: the first server takes all load until it fails."""
 
     def order(self, servers: list[ServerLike]) -> list[ServerLike]:
-        return list(servers)
+        return servers  # callers never change an order: no copy per query
 
 
 class RoundRobin:
@@ -57,8 +57,13 @@ def build(selection: Selection) -> Sequential | RoundRobin | Random | Fastest:
 def healthy_first(ordered: list[ServerLike], skip_down: bool = False) -> list[ServerLike]:
     """Moves servers marked down behind the healthy ones, or with *skip_down* leaves them out
     while any server is up. Either way every server is tried when all are down."""
+    for s in ordered:
+        if not s.healthy:
+            break
+    else:
+        return ordered  # the common case, without building a list
     up = [s for s in ordered if s.healthy]
-    if len(up) == len(ordered) or not up:
+    if not up:
         return ordered
     if skip_down:
         return up
