@@ -496,7 +496,7 @@ class Cache:
         """Stores *reply* to *q* if it is cacheable (see the module docstring)."""
         if self.closed:
             return
-        key = self.key(q)
+        key = q.key or self.key(q)  # (get() left the key when it found no entry)
         if key is None:
             return
         now = self.clock()
