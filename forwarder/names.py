@@ -9,6 +9,8 @@ from forwarder import wire
 
 T = TypeVar("T")
 
+PARENTS_REMEMBERED = 4096  # parent names whose lookup SuffixTable keeps (then starts over)
+
 
 def normalise(text: str) -> str:
     """Answers a presentation name lower-cased without its trailing dot ("." for root)."""
@@ -31,7 +33,7 @@ class SuffixTable(Generic[T]):
     decoding. The root (".") is an ordinary key: the wire name b"\\x00".
     """
 
-    __slots__ = ("_counts", "_table")
+    __slots__ = ("_counts", "_parents", "_table")
 
     def __init__(self, items: Iterable[tuple[str, T]] = ()) -> None:
         self._table: dict[bytes, T] = {}
@@ -39,6 +41,9 @@ class SuffixTable(Generic[T]):
             self._table[wire.text_to_name(suffix)] = value
         # how many labels the suffixes have, most first: only those suffixes are probed
         self._counts = tuple(sorted({_labels(k) for k in self._table}, reverse=True))
+        # what `_walk` found for the parents of names looked up lately: names under the
+        # same parent (bucket.s3.<region>.amazonaws.com, ...) cost one probe and a slice
+        self._parents: dict[bytes, T | None] = {}
 
     def __len__(self) -> int:
         return len(self._table)
@@ -51,13 +56,28 @@ class SuffixTable(Generic[T]):
             return None
         if counts[0] == 0:  # the root only
             return table.get(b"\x00")
+        value = table.get(qname)
+        if value is not None or qname == b"\x00":
+            return value
+        parent = qname[qname[0] + 1 :]
+        parents = self._parents
+        if parent in parents:
+            return parents[parent]
+        value = self._walk(parent)
+        if len(parents) >= PARENTS_REMEMBERED:
+            parents.clear()
+        parents[parent] = value
+        return value
+
+    def _walk(self, qname: bytes) -> T | None:
+        table = self._table
         starts = []
         off = 0
         while length := qname[off]:
             starts.append(off)
             off += length + 1
         labels = len(starts)
-        for count in counts:
+        for count in self._counts:
             if count <= labels:
                 value = table.get(qname[starts[labels - count]:] if count else b"\x00")
                 if value is not None:

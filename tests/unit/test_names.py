@@ -36,3 +36,20 @@ def test_is_subdomain() -> None:
     assert names.is_subdomain("example", "example.")
     assert not names.is_subdomain("notexample", "example")
     assert names.is_subdomain("anything", ".")
+
+
+def test_names_under_a_remembered_parent_get_the_same_answer() -> None:
+    """Lookups remember what a parent name gave; siblings, the parent itself, names that
+    only look alike, and lookups after the memory starts over all answer as a fresh table."""
+    rules = [("amazonaws.com", "aws"), ("s3.ap-northeast-1.amazonaws.com", "s3"),
+             ("corp.example", "corp")]
+    table = names.SuffixTable(rules)
+    asked = ["a.s3.ap-northeast-1.amazonaws.com", "b.s3.ap-northeast-1.amazonaws.com",
+             "s3.ap-northeast-1.amazonaws.com", "x.ec2.amazonaws.com", "amazonaws.com",
+             "amazonaws.com.evil", "notamazonaws.com", "a.b.corp.example", "example", "."]
+    for _ in range(2):
+        for name in asked:
+            fresh = names.SuffixTable(rules).lookup(wire.text_to_name(name))
+            assert table.lookup(wire.text_to_name(name)) == fresh, name
+        for i in range(names.PARENTS_REMEMBERED + 1):  # the memory fills and starts over
+            assert table.lookup(wire.text_to_name(f"h.p{i}.amazonaws.com")) == "aws"
