@@ -17,7 +17,7 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from forwarder import wire
+from forwarder import metrics, wire
 from tests.conftest import forwarder_config, query, running
 from tests.fakes import Delay, FakeUpstream, Received, WrongSource, answers, reply, udp_raw
 
@@ -329,3 +329,37 @@ async def test_total_budget_stops_retries(upstream: FakeUpstream, transport: str
     (code, text), = ede_of(r)
     assert code == 22 and "budget spent" in text
     assert len(upstream.received) == 2
+
+
+class BrokenPolicy:
+    """Stands in for an answer policy that fails with a bug on the next answer."""
+
+    def __init__(self) -> None:
+        self.broken = True
+
+    def decide(self, q: object, upstream_reply: object, group: str) -> object:
+        if self.broken:
+            self.broken = False
+            raise RuntimeError("bug in the policy")
+        return upstream_reply
+
+
+async def test_internal_error_while_answering_is_servfail_and_serving_goes_on(
+        upstream: FakeUpstream, transport: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A bug while the upstream's reply is judged (for UDP, in the upstream socket's read
+    callback) answers that query SERVFAIL with EDE 0, is counted and logged, and breaks
+    nothing: the next query is answered and nothing stays in flight."""
+    cfg = forwarder_config({"up": [upstream.addr]},
+                           zones=[{"match": ".", "upstream": "up", "policy": "p"}],
+                           policies={"p": {}})
+    internal = metrics.REGISTRY.get_sample_value("forwarder_internal_errors_total") or 0.0
+    async with running(cfg) as srv:
+        srv.runtime.policies["p"] = BrokenPolicy()
+        failed = await query(srv, transport, "first.example.com", use_edns=0)
+        fine = await query(srv, transport, "second.example.com", use_edns=0)
+        inflight = metrics.REGISTRY.get_sample_value("forwarder_inflight_queries")
+    assert failed.rcode() == dns.rcode.SERVFAIL and ede_of(failed) == [(0, "internal error")]
+    assert fine.rcode() == dns.rcode.NOERROR and fine.answer[0][0].address == "192.0.2.1"
+    assert metrics.REGISTRY.get_sample_value("forwarder_internal_errors_total") == internal + 1
+    assert inflight == 0
+    assert "bug in the policy" in caplog.text

@@ -46,12 +46,16 @@ async def test_large_answer_complete_over_tcp(upstream: FakeUpstream) -> None:
 
 
 async def test_truncated_upstream_reply_retried_over_tcp(upstream: FakeUpstream,
+                                                         upstream2: FakeUpstream,
                                                          transport: str) -> None:
-    """Upstream says TC over UDP: the forwarder asks again over TCP and returns the full answer."""
+    """Upstream says TC over UDP: the forwarder asks the same server again over TCP, once,
+    and returns the full answer (about 1,100 bytes: it fits the EDNS client's UDP buffer)."""
     upstream.handler = lambda rx: Truncated() if rx.transport == "udp" else big_answer(rx)
-    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
-        r = await query(srv, "tcp", "big.example", "TXT")
+    cfg = forwarder_config({"up": [upstream.addr, upstream2.addr]})
+    async with running(cfg) as srv:
+        r = await query(srv, transport, "big.example", "TXT", use_edns=0)
     assert [rx.transport for rx in upstream.received] == ["udp", "tcp"]
+    assert upstream2.received == []
     assert r.rcode() == dns.rcode.NOERROR and len(r.answer[0]) == 10
 
 
