@@ -20,7 +20,7 @@ from forwarder.config.model import RuleAction
 from forwarder.errors import HookError, UpstreamError
 from forwarder.query import Query, Reply, error_reply
 from forwarder.runtime import Runtime, RuntimeHolder
-from forwarder.upstream.group import Attempts, Group
+from forwarder.upstream.group import Attempts, FirstTry, Group
 
 log = logging.getLogger("forwarder")
 
@@ -126,9 +126,8 @@ class Pipeline:
             return False
         if self.upstream_inflight >= rt.config.limits.max_inflight:
             return False  # resolve() answers the overload
-        group = rt.groups[rule.upstream]
-        miss = _Miss(self, q, client, group)
-        if not group.start(q, miss.replied):
+        miss = _Miss(self, q, client)
+        if not rt.groups[rule.upstream].start(q, miss):
             return False
         if cache is not None:
             miss.pending = cache.begin(key)  # type: ignore[arg-type]
@@ -211,17 +210,16 @@ class Client(Protocol):
     def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
 
 
-class _Miss:
-    """A query `Pipeline.forward` resolves without a task: the upstream group calls
-    `replied` with its first try's outcome."""
+class _Miss(FirstTry):
+    """A query `Pipeline.forward` resolves without a task, and its first upstream try:
+    the group calls `replied` with that try's outcome."""
 
-    __slots__ = ("client", "group", "pending", "pipeline", "q")
+    __slots__ = ("client", "pending", "pipeline", "q")
 
-    def __init__(self, pipeline: Pipeline, q: Query, client: Client, group: Group) -> None:
+    def __init__(self, pipeline: Pipeline, q: Query, client: Client) -> None:
         self.pipeline = pipeline
         self.q = q
         self.client = client
-        self.group = group
         self.pending: Any = None  # the cache's in-flight mark for the key (stages.cache)
 
     def replied(self, reply: Reply | None, state: Attempts) -> None:

@@ -286,19 +286,23 @@ class UpstreamReply:
         self.records = records
 
 
-def walk_records(data: bytes) -> tuple[Records, tuple[int, int, int, int] | None, int]:
+def walk_records(data: bytes, question_end: int = 0,
+                 ) -> tuple[Records, tuple[int, int, int, int] | None, int]:
     """Walks every record of a message once: answers its Records (OPT left out), where its
     OPT record is, as (start, end, TTL, RDATA start), or None, and where its last record
-    ends (bytes after it are not part of the message).
+    ends (bytes after it are not part of the message). *question_end*, when known (a
+    reply whose one question was checked already), saves reading the question.
 
     Raises:
         FormError: the message is malformed (more than one OPT record, too).
         struct.error: the header is short.
     """
     _ident, _flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
-    off = 12
-    for _ in range(qdcount):
-        off = skip_name(data, off) + 4
+    off = question_end
+    if not off:
+        off = 12
+        for _ in range(qdcount):
+            off = skip_name(data, off) + 4
     records: list[tuple[int, int, bool]] = []
     negative: int | None = None
     opt: tuple[int, int, int, int] | None = None
@@ -331,11 +335,12 @@ def walk_records(data: bytes) -> tuple[Records, tuple[int, int, int, int] | None
     return (records, ancount, negative), opt, off
 
 
-def strip_opt(data: bytes) -> UpstreamReply:
+def strip_opt(data: bytes, question_end: int = 0) -> UpstreamReply:
     """Removes the OPT record from a response; folds its extended rcode into the rcode and
-    keeps its Extended DNS Error options. Raises FormError if the message is malformed."""
+    keeps its Extended DNS Error options. Raises FormError if the message is malformed.
+    *question_end*: see walk_records."""
     try:
-        (records, ancount, negative), opt, stop = walk_records(data)
+        (records, ancount, negative), opt, stop = walk_records(data, question_end)
     except struct.error:
         raise FormError("message shorter than its header") from None
     if stop < len(data):  # bytes after the last record are no part of it

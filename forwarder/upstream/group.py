@@ -8,7 +8,6 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable
 
 from forwarder import metrics, wire
 from forwarder.config import model
@@ -173,29 +172,38 @@ class Group:
                 return reply
         return self.outcome(state)
 
-    def start(self, q: Query, on_reply: Callable[[Reply | None, Attempts], None]) -> bool:
-        """Makes the first try for *q* over UDP without a task: *on_reply* is called from
-        the socket's reader callback with the reply, or with None when that try failed
-        (the state says why; `exchange(q, state)` goes on). Answers False, having done
-        nothing, when the group does not ask over UDP or there is no time for a try."""
+    def start(self, q: Query, first: FirstTry) -> bool:
+        """Makes the first try for *q* over UDP without a task: `first.replied` is called
+        from the socket's reader callback with the reply, or with None when that try
+        failed (the state says why; `exchange(q, state)` goes on). Answers False, having
+        done nothing, when the group does not ask over UDP or there is no time for a try."""
         cfg = self.cfg
         if cfg.transport == "tcp" or cfg.attempts < 1:
             return False
-        loop = asyncio.get_running_loop()
-        state = self.attempts(loop)
         timeout = min(cfg.timeout, cfg.budget)
         if timeout <= MIN_TRY:
             return False
+        loop = asyncio.get_running_loop()
+        state = self.attempts(loop)
         server = state.order[0]
         state.attempt = 1
         server.udp_sent += 1
-        waiter = _FirstTry(self, server, q, state, on_reply)
-        query = wire.upstream_query(0, q.flags, q.question, q.do)
+        first.qname = q.qname
+        first.qtype = q.qtype
+        first.qclass = q.qclass
+        first.on_mismatch = server.count_mismatch
+        first.slot = None
+        first.timer = None
+        first.group = self
+        first.server = server
+        first.state = state
+        first.started = time.perf_counter()
         try:
-            server.udp_pool.send(waiter, query, timeout)
+            server.udp_pool.send(first, wire.upstream_query(0, q.flags, q.question, q.do),
+                                 timeout)
         except OSError as e:
             # reported as the pool reports failures: from the loop, never from this call
-            loop.call_soon(waiter.failed, e)
+            loop.call_soon(first.failed, e)
         return True
 
     def failed(self, state: Attempts, server: ServerState, error: BaseException) -> None:
@@ -257,7 +265,7 @@ class Group:
                 data = await self._tcp(server, question, qname, qtype, qclass, flags, do,
                                        timeout)
         server.answered(started)
-        return reply_of(data, server)
+        return reply_of(data, server, qname)
 
     async def _tcp(self, server: ServerState, question: bytes, qname: bytes, qtype: int,
                    qclass: int, flags: int, do: bool, timeout: float) -> bytes:
@@ -287,50 +295,46 @@ class Group:
             server.set_healthy(False)
 
 
-def reply_of(data: bytes, server: ServerState) -> Reply:
-    """The Reply for an upstream's response (OPT removed). Raises FormError."""
-    parsed = wire.strip_opt(data)
+def reply_of(data: bytes, server: ServerState, qname: bytes) -> Reply:
+    """The Reply for an upstream's response to *qname* (its question checked by
+    wire.reply_matches; OPT removed). Raises FormError."""
+    parsed = wire.strip_opt(data, 16 + len(qname))
     return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server.label,
                  parsed.records)
 
 
-class _FirstTry(udp.Waiter):
-    """The first UDP try of `Group.start`: hands a usable reply, or None, to its callback.
-    A truncated reply goes on to `Group.exchange`, which asks the same server over TCP."""
+class FirstTry(udp.Waiter):
+    """The first UDP try of `Group.start` (which fills in the fields): `replied` gets a
+    usable reply, or None. A truncated reply goes on to `Group.exchange`, which asks the
+    same server over TCP. Subclasses (the pipeline's miss path) say what `replied` does;
+    one object per query serves as both."""
 
-    __slots__ = ("group", "on_reply", "server", "started", "state")
+    __slots__ = ("group", "server", "started", "state")
 
-    def __init__(self, group: Group, server: ServerState, q: Query, state: Attempts,
-                 on_reply: Callable[[Reply | None, Attempts], None]) -> None:
-        self.qname = q.qname  # (udp.Waiter's fields, set here: one call less per query)
-        self.qtype = q.qtype
-        self.qclass = q.qclass
-        self.on_mismatch = server.count_mismatch
-        self.ident = -1
-        self.slot = None
-        self.timer = None
-        self.group = group
-        self.server = server
-        self.state = state
-        self.on_reply = on_reply
-        self.started = time.perf_counter()
+    group: Group
+    server: ServerState
+    started: float
+    state: Attempts
+
+    def replied(self, reply: Reply | None, state: Attempts) -> None:
+        raise NotImplementedError
 
     def resolved(self, data: bytes) -> None:
         group, server, state = self.group, self.server, self.state
         if data[2] & (wire.TC >> 8):
             metrics.upstream_errors.labels(group.name, server.label, "truncated").inc()
             state.truncated = server
-            self.on_reply(None, state)
+            self.replied(None, state)
             return
         server.answered(self.started)
         try:
-            reply = reply_of(data, server)
+            reply = reply_of(data, server, self.qname)
         except FormError as e:
             group.failed(state, server, e)
-            self.on_reply(None, state)
+            self.replied(None, state)
             return
-        self.on_reply(reply if group.answered(state, server, reply) else None, state)
+        self.replied(reply if group.answered(state, server, reply) else None, state)
 
     def failed(self, error: BaseException) -> None:
         self.group.failed(self.state, self.server, error)
-        self.on_reply(None, self.state)
+        self.replied(None, self.state)
