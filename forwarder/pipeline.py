@@ -130,7 +130,7 @@ class Pipeline:
         if not rt.groups[rule.upstream].start(q, miss):
             return False
         if cache is not None:
-            miss.pending = cache.begin(key)  # type: ignore[arg-type]
+            miss.pending = cache.begin(key, q)  # type: ignore[arg-type]
         q.group = rule.upstream
         self.inflight += 1
         self.upstream_inflight += 1

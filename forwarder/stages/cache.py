@@ -166,10 +166,11 @@ class _Fetch:
     its own, or (for a query fetching for itself) a future made when the first identical
     query comes to wait, which the fetching query settles."""
 
-    __slots__ = ("task", "waiters")
+    __slots__ = ("owner", "task", "waiters")
 
-    def __init__(self, task: asyncio.Future[Reply] | None) -> None:
+    def __init__(self, task: asyncio.Future[Reply] | None, owner: Query) -> None:
         self.task = task
+        self.owner = owner  # the query fetching: waiters log its upstream and verdict
         self.waiters = 0
 
     def future(self) -> asyncio.Future[Reply]:
@@ -365,15 +366,15 @@ class Cache:
         if entry is not None and int(now) - entry.stored < entry.ttl:
             # a fresh entry: get() left it for a prefetch, or it arrived since get() missed
             if self._prefetch and self._prefetch_due(key, entry, now):
-                self._start(key, fetch)
+                self._start(key, fetch, q)
                 self.hits += 1
             return self._aged(key, entry, int(now) - entry.stored)
         pending = self._inflight.get(key)
         stale = entry if entry is not None and self._servable(entry, now) else None
         if pending is None and stale is None:
-            return await self._fetch_inline(key, fetch)
+            return await self._fetch_inline(key, fetch, q)
         if pending is None:
-            pending = self._start(key, fetch)
+            pending = self._start(key, fetch, q)
         else:
             metrics.cache_coalesced.inc()
         task = pending.future()
@@ -388,17 +389,24 @@ class Cache:
             return await self.coalesce(q, fetch)  # the query that fetched was cancelled
         finally:
             pending.waiters -= 1
+        owner = pending.owner
+        if owner is not q:  # the query log shows what the fetch it waited on found
+            q.group = owner.group
+            q.server = owner.server
+            q.upstream_rcode = owner.upstream_rcode
+            q.verdict = owner.verdict
+            q.action = owner.action
         if reply.rcode == SERVFAIL and reply.answered_by != "policy":
             served = self.stale(q)
             if served is not None:
                 return served
         return reply
 
-    async def _fetch_inline(self, key: bytes, fetch: Fetch) -> Reply:
+    async def _fetch_inline(self, key: bytes, fetch: Fetch, q: Query) -> Reply:
         """Fetches in the asking query's own task (no task of its own: the common miss),
         publishing the result for identical queries that arrive meanwhile. A background
         task is only needed when a stale answer may have to be served while it runs."""
-        pending = self.begin(key)
+        pending = self.begin(key, q)
         try:
             reply = await fetch()
         except asyncio.CancelledError:
@@ -418,11 +426,11 @@ class Cache:
         """Ends a fetch `begin` marked whose query was cancelled: its waiters fetch again."""
         self.settle(key, pending, error=_OwnerGone())
 
-    def begin(self, key: bytes) -> _Fetch:
+    def begin(self, key: bytes, q: Query) -> _Fetch:
         """Marks *key* as being fetched by the asking query itself, which calls `settle`
         once it has the reply (or failed); identical queries wait for that meanwhile.
         The caller checks that no fetch for *key* is in flight."""
-        pending = self._inflight[key] = _Fetch(None)
+        pending = self._inflight[key] = _Fetch(None, q)
         return pending
 
     def settle(self, key: bytes, pending: _Fetch, reply: Reply | None = None,
@@ -438,9 +446,9 @@ class Cache:
                     future.exception()  # retrieved: nobody waits any more
         self._ended(key, pending, reply, error)
 
-    def _start(self, key: bytes, fetch: Fetch) -> _Fetch:
+    def _start(self, key: bytes, fetch: Fetch, q: Query) -> _Fetch:
         task = asyncio.ensure_future(fetch())
-        pending = _Fetch(task)
+        pending = _Fetch(task, q)
         self._inflight[key] = pending
         task.add_done_callback(functools.partial(self._fetched, key, pending))
         return pending

@@ -15,7 +15,7 @@ from forwarder import config as config_mod
 from forwarder.errors import ConfigError
 from forwarder.server import Server
 from tests.conftest import forwarder_config, query, running
-from tests.fakes import FakeUpstream, answers
+from tests.fakes import Delay, FakeUpstream, answers, reply
 
 FIELDS = {"time", "client", "protocol", "name", "type", "rule", "group", "server",
           "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
@@ -162,3 +162,27 @@ async def test_cache_hits_carry_the_policy_verdict(upstream: FakeUpstream, tmp_p
     assert cached["answered_by"] == "cache"
     assert (fetched["verdict"], fetched["action"]) == ("pass", "pass")
     assert (cached["verdict"], cached["action"]) == ("pass", "pass")
+
+
+async def test_queries_that_waited_on_an_identical_one_log_what_it_found(
+        upstream: FakeUpstream, tmp_path: Path) -> None:
+    """Three clients ask the same protected name while the upstream takes 0.2 s: one
+    upstream query answers all three, and every log line names the server, the upstream
+    rcode and the policy's verdict, not only the line of the query that asked."""
+    upstream.handler = lambda rx: Delay(0.2, reply(rx.message, "A 10.0.1.15"))
+    path = tmp_path / "queries.jsonl"
+    cfg = forwarder_config(
+        {"g": [upstream.addr]},
+        zones=[{"match": ".", "upstream": "g", "policy": "p"}], policies={"p": {}},
+        querylog={"enabled": True, "path": str(path)})
+    async with running(cfg) as srv:
+        await asyncio.gather(*(query(srv, transport, "s3.ap-northeast-1.amazonaws.com")
+                               for transport in ("udp", "tcp", "udp")))
+    assert len(upstream.received) == 1
+    lines = logged(path)
+    assert len(lines) == 3
+    for line in lines:
+        assert (line["group"], line["server"], line["upstream_rcode"]) == \
+            ("g", upstream.addr, "NOERROR")
+        assert (line["verdict"], line["action"]) == ("pass", "pass")
+        assert line["answers"] == ["10.0.1.15"]
