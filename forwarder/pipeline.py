@@ -1,6 +1,6 @@
 """Pipeline: the fixed order of stages a query passes through, and the one error boundary.
 
-    acl -> rate limit -> hooks.on_query -> router -> refuse | local records -> cache
+    rate limit -> acl -> hooks.on_query -> router -> refuse | local records -> cache
         -> upstream group (coalesced) -> answer policy -> hooks.on_response -> cache store
 
 `fast` runs the synchronous front (everything up to a cache hit) without creating a task;
@@ -49,15 +49,14 @@ class Pipeline:
         """Answers from the synchronous stages, or None when `resolve` must run."""
         rt = self.holder.current
         q.runtime = rt
-        host = q.client[0]
-        if not rt.acl.allows(host):
-            metrics.acl_refused.inc()
-            return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
-                               "client not allowed by acl", by="acl")
-        if rt.rate_limiter is not None:
+        if rt.rate_limiter is not None:  # first: it bounds the ACL's refusals too
             limited = rt.rate_limiter.check(q)
             if limited is not None:
                 return limited
+        if not rt.acl.allows(q.client[0]):
+            metrics.acl_refused.inc()
+            return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
+                               "client not allowed by acl", by="acl")
         if q.edns_version:
             return error_reply(q, wire.Rcode.BADVERS, by="edns")
         if rt.hooks is not None:

@@ -93,3 +93,20 @@ async def test_inflight_cap_answers_servfail_at_once(upstream: FakeUpstream,
             assert any("overloaded" in (t or "") for t in texts)
     assert after.rcode() == dns.rcode.NOERROR
     assert len(upstream.received) == 3
+
+
+async def test_refusals_to_clients_outside_the_acl_are_rate_limited(
+        upstream: FakeUpstream, transport: str) -> None:
+    """A client the ACL does not allow gets REFUSED only within its rate limit; past it,
+    nothing (REFUSED answers to spoofed sources would otherwise flow at line rate)."""
+    cfg = forwarder_config({"up": [upstream.addr]}, acl={"allow": ["10.0.0.0/8"]},
+                           rate_limit={"qps": 0.01, "burst": 2})
+    before = limited("drop")
+    async with running(cfg) as srv:
+        for i in range(2):
+            assert (await query(srv, transport, f"n{i}.example.com")).rcode() == \
+                dns.rcode.REFUSED
+        with pytest.raises(dns.exception.Timeout):
+            await query(srv, transport, "n3.example.com", timeout=0.3)
+    assert limited("drop") == before + 1
+    assert upstream.received == []
