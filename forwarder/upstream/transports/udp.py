@@ -54,11 +54,11 @@ class RandomIds:
 
     def __init__(self) -> None:
         self._buf = b""
-        self._pos = 0
+        self._pos = RANDOM_BATCH  # read on first use
 
     def next(self) -> int:
         pos = self._pos
-        if pos >= len(self._buf):
+        if pos >= RANDOM_BATCH:
             self._buf = os.urandom(RANDOM_BATCH)
             pos = 0
         self._pos = pos + 2
