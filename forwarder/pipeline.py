@@ -167,7 +167,8 @@ class Pipeline:
     async def _fetch(self, rt: Runtime, q: Query, store: bool = True,
                      state: Attempts | None = None) -> Reply:
         """Asks the upstream group and applies the rule's answer policy (and caches it).
-        With *state*, the tries `forward` began go on (it holds an upstream slot already)."""
+        With *state*, the tries `forward` began go on (its miss holds the upstream slot and
+        releases it)."""
         rule = q.rule  # None only for a query a hook rerouted
         q.group = q.group or (rule.upstream if rule is not None else None)
         group = rt.groups[q.group]  # type: ignore[index]
@@ -180,7 +181,8 @@ class Pipeline:
         try:
             reply = await group.exchange(q, state)
         finally:
-            self.upstream_inflight -= 1
+            if state is None:
+                self.upstream_inflight -= 1
         judged = self._judge(rt, q, reply, group)
         if not isinstance(judged, Reply):
             judged = await rt.policies[rule.policy].enforce(q, judged, group, rt)  # type: ignore[union-attr]
@@ -204,34 +206,37 @@ class Pipeline:
 class Client(Protocol):
     """Where `Pipeline.forward` delivers: the listener the query came in on."""
 
-    def reply(self, q: Query, reply: Reply) -> None: ...
+    def reply(self, q: Query, reply: Reply | None) -> None:
+        """Sends *reply*; None: the query ends without one (its task was cancelled)."""
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None: ...
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]: ...
 
 
 class _Miss(FirstTry):
     """A query `Pipeline.forward` resolves without a task, and its first upstream try:
     the group calls `replied` with that try's outcome."""
 
-    __slots__ = ("client", "pending", "pipeline", "q")
+    __slots__ = ("client", "holding", "over", "pending", "pipeline", "q")
 
     def __init__(self, pipeline: Pipeline, q: Query, client: Client) -> None:
         self.pipeline = pipeline
         self.q = q
         self.client = client
         self.pending: Any = None  # the cache's in-flight mark for the key (stages.cache)
+        self.holding = True  # one of the pipeline's upstream slots (limits.max_inflight)
+        self.over = False  # answered, or given up
 
     def replied(self, reply: Reply | None, state: Attempts) -> None:
         if reply is None:  # the first try failed: the other tries go on in a task
-            self.client.spawn(self._finish(state=state))
+            self._go_on(self._finish(state=state))
             return
+        self._release()
         pipeline, q = self.pipeline, self.q
-        pipeline.upstream_inflight -= 1
         rt: Runtime = q.runtime
         try:
             judged = pipeline._judge(rt, q, reply, self.group)
             if not isinstance(judged, Reply):  # a policy action: rewrite, fallback, ...
-                self.client.spawn(self._finish(violation=judged))
+                self._go_on(self._finish(violation=judged))
                 return
             if rt.cache is not None:
                 rt.cache.put(q, judged)
@@ -240,28 +245,47 @@ class _Miss(FirstTry):
             return
         self._done(judged)
 
+    def _release(self) -> None:
+        if self.holding:
+            self.holding = False
+            self.pipeline.upstream_inflight -= 1
+
+    def _go_on(self, work: Coroutine[Any, Any, None]) -> None:
+        self.client.spawn(work).add_done_callback(self._task_over)
+
+    def _task_over(self, _task: asyncio.Task[None]) -> None:
+        """A task that went on with the query is over; if it was cancelled (even before it
+        started), the query ends here: identical queries waiting on it fetch themselves."""
+        self._release()
+        if not self.over:
+            self.over = True
+            q = self.q
+            if self.pending is not None:
+                q.runtime.cache.abandon(q.key, self.pending)
+            self.pipeline.inflight -= 1
+            self.client.reply(q, None)
+
     async def _finish(self, state: Attempts | None = None, violation: Any = None) -> None:
         pipeline, q = self.pipeline, self.q
         rt: Runtime = q.runtime
         try:
             if violation is None:
-                reply = await pipeline._fetch(rt, q, state=state)
+                try:
+                    reply = await pipeline._fetch(rt, q, state=state)
+                finally:
+                    self._release()
             else:
                 reply = await rt.policies[q.rule.policy].enforce(  # type: ignore[union-attr]
                     q, violation, self.group, rt)
                 if rt.cache is not None:
                     rt.cache.put(q, reply)
-        except asyncio.CancelledError:
-            if self.pending is not None:
-                rt.cache.abandon(q.key, self.pending)
-            pipeline.inflight -= 1
-            raise
         except Exception as e:
             self._done(pipeline._failure(rt, q, e), e)
             return
         self._done(reply)
 
     def _done(self, reply: Reply, error: Exception | None = None) -> None:
+        self.over = True
         q = self.q
         if self.pending is not None:
             q.runtime.cache.settle(q.key, self.pending, None if error else reply, error)

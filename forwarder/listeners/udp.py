@@ -166,16 +166,18 @@ class UdpListener:
         else:
             self.accounting.dropped(q)
 
-    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Runs *work* (the rest of a query's resolution) as a task drain() waits for."""
         task = asyncio.ensure_future(work)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+        return task
 
-    def reply(self, q: Query, reply: Reply) -> None:
-        """Answers a query Pipeline.forward resolved."""
+    def reply(self, q: Query, reply: Reply | None) -> None:
+        """Answers a query Pipeline.forward resolved (None: it ends without an answer)."""
         self.forwarding -= 1
-        self._answer(q, reply)
+        if reply is not None:
+            self._answer(q, reply)
         if not self.forwarding and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
 

@@ -6,6 +6,7 @@ asks it with dnspython, over UDP and TCP where the behaviour applies to both.
 
 from __future__ import annotations
 
+import asyncio
 import struct
 from collections import Counter
 
@@ -363,3 +364,37 @@ async def test_internal_error_while_answering_is_servfail_and_serving_goes_on(
     assert metrics.REGISTRY.get_sample_value("forwarder_internal_errors_total") == internal + 1
     assert inflight == 0
     assert "bug in the policy" in caplog.text
+
+
+async def test_a_cancelled_retry_leaves_nothing_behind(upstream: FakeUpstream,
+                                                       upstream2: FakeUpstream) -> None:
+    """The first try times out and the retry goes on in a task; cancelling that task (as a
+    loop shutting down does) ends the query without an answer and frees what it held: no
+    query counts as in flight, and the same name asked again is fetched afresh instead
+    of waiting on the abandoned fetch."""
+    upstream.handler = lambda rx: None  # the first server never answers
+    retried = asyncio.Event()
+
+    async def held(rx: Received) -> dns.message.Message | None:
+        if not retried.is_set():
+            retried.set()
+            await asyncio.sleep(30)  # the retry hangs until its task is cancelled
+        return reply(rx.message, "A 192.0.2.7")
+
+    upstream2.handler = held
+    cfg = forwarder_config({"up": [upstream.addr, upstream2.addr]})
+    async with running(cfg) as srv:
+        host, port = srv.address("udp")
+        lost = asyncio.ensure_future(dns.asyncquery.udp(
+            dns.message.make_query("held.example.com", "A"), host, port=port, timeout=5))
+        await retried.wait()
+        listener = srv.udp[0]
+        assert listener.forwarding == 1 and len(listener.tasks) == 1
+        for task in list(listener.tasks):
+            task.cancel()
+        await asyncio.gather(*listener.tasks, return_exceptions=True)
+        assert listener.forwarding == 0
+        assert srv.pipeline.inflight == 0 and srv.pipeline.upstream_inflight == 0
+        again = await query(srv, "udp", "held.example.com")
+        lost.cancel()
+    assert again.rcode() == dns.rcode.NOERROR and again.answer[0][0].address == "192.0.2.7"
