@@ -228,3 +228,28 @@ class HistogramCounts:
             buckets, total = self.buckets, self.total
             self.buckets, self.total = [0] * len(buckets), 0.0
             observe_many(self.child, buckets, total)
+
+
+class CounterCounts:
+    """Increments of one labelled counter kept as plain counts on the query path and added
+    to it on collection. Held by this module, so counts outlive the objects that made
+    them (a policy a reload replaced)."""
+
+    __slots__ = ("__weakref__", "counter", "counts")
+
+    def __init__(self, counter: Counter) -> None:
+        self.counter = counter
+        self.counts: dict[tuple[str, ...], int] = {}
+        PENDING.flushers.add(self)
+
+    def inc(self, labels: tuple[str, ...]) -> None:
+        counts = self.counts
+        counts[labels] = counts.get(labels, 0) + 1
+
+    def flush(self) -> None:
+        counts, self.counts = self.counts, {}
+        for labels, n in counts.items():
+            self.counter.labels(*labels).inc(n)
+
+
+policy_verdict_counts = CounterCounts(policy_verdicts)

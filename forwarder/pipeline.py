@@ -245,6 +245,12 @@ class _Miss(FirstTry):
             return
         self._done(judged)
 
+    def broke(self, error: Exception) -> None:
+        self._release()
+        if self.over:
+            raise error  # it was answered already: the loop's handler logs it
+        self._done(self.pipeline._failure(self.q.runtime, self.q, error), error)
+
     def _release(self) -> None:
         if self.holding:
             self.holding = False

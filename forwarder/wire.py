@@ -289,7 +289,8 @@ class UpstreamReply:
 def walk_records(data: bytes, question_end: int = 0,
                  ) -> tuple[Records, tuple[int, int, int, int] | None, int]:
     """Walks every record of a message once: answers its Records (OPT left out), where its
-    OPT record is, as (start, end, TTL, RDATA start), or None, and where its last record
+    OPT record (in the additional section) is, as (start, end, TTL, RDATA start), or None,
+    and where its last record
     ends (bytes after it are not part of the message). *question_end*, when known (a
     reply whose one question was checked already), saves reading the question.
 
@@ -322,7 +323,7 @@ def walk_records(data: bytes, question_end: int = 0,
         off = rdata + rdlen
         if off > end:
             raise FormError("record data runs past the end of the message")
-        if rtype == TYPE_OPT:
+        if rtype == TYPE_OPT and i >= counted:  # elsewhere it is just a (strange) record
             if opt is not None:
                 raise FormError("more than one OPT record")
             opt = (start, off, ttl, rdata)

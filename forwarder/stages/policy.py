@@ -115,8 +115,6 @@ class AnswerPolicy:
                 self._wildcards[key[2:]] = (key, target)
             else:
                 self._exact[key] = (key, target)
-        self._counts: dict[tuple[str, str], int] = {}  # verdicts not yet in the metric
-        metrics.PENDING.flushers.add(self)
 
     # --- judging ---------------------------------------------------------------------------
 
@@ -192,6 +190,10 @@ class AnswerPolicy:
         is not protected or all its addresses are allowed. Answers False, having done
         nothing, for anything else (CNAME chains, HTTPS hints, a violation): `decide`
         then scans the answer in full."""
+        if 46 in q.qname:
+            # a "." byte inside a label: the full scan reads names as text, where it looks
+            # like a label boundary, and judges the stricter way; so does this then
+            return False
         records, ancount, _negative = reply.records  # type: ignore[misc]
         data = reply.wire
         pos = 12 + len(q.question)
@@ -494,15 +496,7 @@ class AnswerPolicy:
                    "action": action})
 
     def _count(self, q: Query, action: str) -> None:
-        key = (_rule_name(q), action)
-        counts = self._counts
-        counts[key] = counts.get(key, 0) + 1
-
-    def flush(self) -> None:
-        """Folds the verdicts counted since the last flush into the metric (on collection)."""
-        counts, self._counts = self._counts, {}
-        for (rule, action), n in counts.items():
-            metrics.policy_verdicts.labels(self.name, rule, action, self.mode).inc(n)
+        metrics.policy_verdict_counts.inc((self.name, _rule_name(q), action, self.mode))
 
 
 # --- building blocks -------------------------------------------------------------------------

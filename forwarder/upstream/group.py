@@ -319,22 +319,36 @@ class FirstTry(udp.Waiter):
     def replied(self, reply: Reply | None, state: Attempts) -> None:
         raise NotImplementedError
 
+    def broke(self, error: Exception) -> None:
+        """A bug while the outcome was handled: the query must still end (SERVFAIL)."""
+        raise NotImplementedError
+
     def resolved(self, data: bytes) -> None:
         group, server, state = self.group, self.server, self.state
-        if data[2] & (wire.TC >> 8):
-            metrics.upstream_errors.labels(group.name, server.label, "truncated").inc()
-            state.truncated = server
-            self.replied(None, state)
-            return
-        server.answered(self.started)
         try:
-            reply = reply_of(data, server, self.qname)
-        except FormError as e:
-            group.failed(state, server, e)
-            self.replied(None, state)
+            if data[2] & (wire.TC >> 8):
+                metrics.upstream_errors.labels(group.name, server.label, "truncated").inc()
+                state.truncated = server
+                reply = None
+            else:
+                server.answered(self.started)
+                try:
+                    reply = reply_of(data, server, self.qname)
+                except FormError as e:
+                    group.failed(state, server, e)
+                    reply = None
+                else:
+                    if not group.answered(state, server, reply):
+                        reply = None
+        except Exception as e:  # the reader callback that called this must go on
+            self.broke(e)
             return
-        self.replied(reply if group.answered(state, server, reply) else None, state)
+        self.replied(reply, state)
 
     def failed(self, error: BaseException) -> None:
-        self.group.failed(self.state, self.server, error)
+        try:
+            self.group.failed(self.state, self.server, error)
+        except Exception as e:
+            self.broke(e)
+            return
         self.replied(None, self.state)

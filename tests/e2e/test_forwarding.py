@@ -398,3 +398,54 @@ async def test_a_cancelled_retry_leaves_nothing_behind(upstream: FakeUpstream,
         again = await query(srv, "udp", "held.example.com")
         lost.cancel()
     assert again.rcode() == dns.rcode.NOERROR and again.answer[0][0].address == "192.0.2.7"
+
+
+async def test_an_opt_record_outside_the_additional_section_is_passed_on(
+        upstream: FakeUpstream) -> None:
+    """An upstream reply whose answer section holds a record of type OPT (41) and whose
+    additional section is empty: that record is not the reply's EDNS OPT, so it is passed
+    on like any other record; the query is answered and nothing stays in flight."""
+    def strange(rx: Received) -> bytes:
+        opt_in_answer = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
+        return (struct.pack("!6H", rx.message.id, 0x8180, 1, 1, 0, 0)
+                + rx.message.question[0].name.to_wire() + struct.pack("!HH", 1, 1)
+                + opt_in_answer)
+
+    upstream.handler = strange
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        query_wire = dns.message.make_query("odd.example.com", "A").to_wire()
+        replies = [await udp_raw(srv.address("udp"), query_wire) for _ in range(2)]
+        inflight = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
+                    srv.udp[0].forwarding)
+    for data in replies:
+        assert data is not None and data[:2] == query_wire[:2]
+        _id, flags, _qd, ancount, _ns, _ar = struct.unpack("!6H", data[:12])
+        assert flags & 0xF == dns.rcode.NOERROR and ancount == 1
+    assert inflight == (0, 0, 0)
+
+
+async def test_a_bug_while_reading_the_upstream_reply_is_servfail(
+        upstream: FakeUpstream, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bug while an upstream reply is read in the socket's read callback (simulated:
+    reading raises) answers SERVFAIL with EDE 0 instead of leaving the client waiting,
+    and leaves nothing in flight; the next query is answered."""
+    from forwarder.upstream import group as group_mod
+
+    real = group_mod.reply_of
+    calls = []
+
+    def buggy(*args: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("bug while reading the reply")
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(group_mod, "reply_of", buggy)
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        failed = await query(srv, "udp", "first.example.com", use_edns=0)
+        fine = await query(srv, "udp", "second.example.com", use_edns=0)
+        inflight = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
+                    srv.udp[0].forwarding)
+    assert failed.rcode() == dns.rcode.SERVFAIL and ede_of(failed) == [(0, "internal error")]
+    assert fine.rcode() == dns.rcode.NOERROR
+    assert inflight == (0, 0, 0)

@@ -9,6 +9,7 @@ a VPC with interface endpoints).
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import dns.edns
@@ -16,6 +17,7 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
+from forwarder import config as config_mod
 from forwarder import metrics
 from tests.conftest import forwarder_config, query, running
 from tests.fakes import FakeUpstream, answers, reply
@@ -324,3 +326,16 @@ async def test_policy_answers_are_cached_with_their_ede(upstream: FakeUpstream,
     assert len(upstream.received) == 1
     assert records(second) == records(first) == [f"{S3} 30 A 10.0.1.15", f"{S3} 30 A 10.0.2.15"]
     assert ede(second) == ede(first) and ede(first)[0][0] == 4
+
+
+async def test_verdicts_counted_before_a_reload_are_kept(upstream: FakeUpstream) -> None:
+    """Verdicts are counted as plain numbers and added to the metric when it is read: a
+    reload that replaces the policy (and drops the old policy object) loses none."""
+    upstream.handler = lambda rx: reply(rx.message, "A 10.0.1.15")
+    before = verdicts("pass")
+    async with running(setup(upstream)) as srv:
+        for _ in range(3):
+            assert (await ask(srv, "udp", S3)).rcode() == dns.rcode.NOERROR
+        srv.apply(config_mod.from_data(setup(upstream, ttl=60)))
+        gc.collect()  # the replaced runtime and its policy objects are gone
+        assert verdicts("pass") == before + 3
