@@ -75,17 +75,18 @@ class Reply:
     Not changed once made (a plain class: one is made per forwarded query, and a frozen
     dataclass costs several times more to build)."""
 
-    __slots__ = ("answered_by", "ede", "rcode", "records", "server", "wire")
+    __slots__ = ("answered_by", "cached", "ede", "rcode", "records", "server", "wire")
 
     def __init__(self, wire: bytes, rcode: int, answered_by: str,
                  ede: tuple[tuple[int, str], ...] = (), server: str | None = None,
-                 records: Records | None = None) -> None:
+                 records: Records | None = None, cached: Any = None) -> None:
         self.wire = wire
         self.rcode = rcode
         self.answered_by = answered_by  # "acl", "local", "cache", "upstream", "policy", ...
         self.ede = ede
         self.server = server  # the upstream server that answered, if any
         self.records = records  # wire.walk_records of `wire`, when it was read already
+        self.cached = cached  # a fresh cache hit: (its stages.cache.Entry, the second aged to)
 
     def __repr__(self) -> str:
         return (f"Reply(rcode={self.rcode}, answered_by={self.answered_by!r}, "

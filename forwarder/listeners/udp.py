@@ -195,7 +195,7 @@ class UdpListener:
         if reply.answered_by == "cache":
             rt = q.runtime
             if rt is not None and rt.wire_front is not None and q.rule is not None:
-                rt.cache.remember(q.wire, data, q.rule.name, q.qtype, reply.rcode)
+                rt.cache.remember(q.wire, data, reply, q.rule.name, q.qtype)
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         try:

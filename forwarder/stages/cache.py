@@ -203,8 +203,6 @@ class Cache:
         self.misses = 0
         self.evictions = 0
         self._entries_reported = 0  # len(_entries) as forwarder_cache_entries last saw it
-        self.hit_second = 0  # the whole second of the last hit's age (for the wire front)
-        self.hit_entry: Entry | None = None  # and its entry
         # client query bytes after the ID -> the reply bytes sent for them
         self.front: dict[bytes, FrontEntry] = {}
         metrics.PENDING.flushers.add(self)
@@ -225,16 +223,18 @@ class Cache:
             metrics.cache_entries.inc(change)
             self._entries_reported += change
 
-    def remember(self, query: bytes, answer: bytes, rule: str, qtype: int, rcode: int) -> None:
-        """Puts a hit just answered into the wire front, until its entry expires."""
-        entry = self.hit_entry
-        if len(query) > FRONT_MAX_QUERY or entry is None or answer[2] & (wire.TC >> 8):
+    def remember(self, query: bytes, answer: bytes, reply: Reply, rule: str,
+                 qtype: int) -> None:
+        """Puts a fresh hit (*reply*, sent as *answer*) into the wire front, until its
+        entry expires."""
+        if len(query) > FRONT_MAX_QUERY or reply.cached is None or answer[2] & (wire.TC >> 8):
             return  # (a truncated answer has no records whose TTLs could be aged)
+        entry, second = reply.cached
         front = self.front
         if len(front) >= FRONT_LIMIT:
             front.clear()
-        front[query[2:]] = FrontEntry(answer[2:], self.hit_second, entry.stored + entry.ttl,
-                                      entry.offsets, (rule, qtype, rcode))
+        front[query[2:]] = FrontEntry(answer[2:], second, entry.stored + entry.ttl,
+                                      entry.offsets, (rule, qtype, reply.rcode))
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -277,8 +277,6 @@ class Cache:
                     return None  # coalesce() answers from the entry and refreshes it
             self._entries.move_to_end(key)
             self.hits += 1
-            self.hit_second = second
-            self.hit_entry = entry
             q.verdict, q.action = entry.judged
             return self._aged(key, entry, age)
         self.misses += 1
@@ -321,7 +319,7 @@ class Cache:
             entry.body = bytes(buf)
             entry.age = age
         data = self._wire(key, entry)
-        return Reply(data, data[3] & 0xF, "cache", entry.ede)
+        return Reply(data, data[3] & 0xF, "cache", entry.ede, cached=(entry, entry.stored + age))
 
     def _expired(self, key: bytes, entry: Entry, now: float) -> Reply | None:
         if not self._servable(entry, now):

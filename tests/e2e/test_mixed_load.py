@@ -1,0 +1,80 @@
+"""Many queries at once against an upstream that answers every way it can (late, not at
+all, truncated, SERVFAIL, garbage, public addresses the policy blocks), several clients
+asking the same names: every client gets an answer, and once they have, nothing is left
+in flight anywhere (the pipeline's counters, the listener's, the cache's fetches)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import dns.message
+import dns.rcode
+import pytest
+
+from forwarder import metrics
+from tests.conftest import forwarder_config, query, running
+from tests.fakes import Delay, FakeUpstream, Received, Truncated, reply
+
+# the listeners and upstream transports, on uvloop and on the default loop (its fallback)
+pytestmark = pytest.mark.both_loops
+
+KINDS = ("private", "public", "silent_once", "truncated", "servfail", "garbage", "slow")
+EXPECTED = {
+    "private": dns.rcode.NOERROR,  # passes the policy
+    "public": dns.rcode.SERVFAIL,  # blocked by the policy (its default action)
+    "silent_once": dns.rcode.NOERROR,  # the first try times out, the second is answered
+    "truncated": dns.rcode.NOERROR,  # TC over UDP, then the answer over TCP
+    "servfail": dns.rcode.SERVFAIL,  # every try answers SERVFAIL: the last one is passed on
+    "garbage": dns.rcode.SERVFAIL,  # unreadable every time: SERVFAIL with EDE 22
+    "slow": dns.rcode.NOERROR,  # answered after 0.1 s, while identical queries wait
+}
+
+
+async def test_mixed_outcomes_leave_nothing_in_flight(upstream: FakeUpstream) -> None:
+    seen: collections.Counter[str] = collections.Counter()
+
+    def handler(rx: Received) -> object:
+        assert rx.message is not None
+        name = rx.message.question[0].name.to_text(omit_final_dot=True)
+        kind = name.split("-")[0]
+        seen[name] += 1
+        if kind == "private" or (kind == "silent_once" and seen[name] > 1):
+            return reply(rx.message, "A 10.0.1.15")
+        if kind == "public":
+            return reply(rx.message, "A 52.219.1.1")
+        if kind == "truncated":
+            return Truncated() if rx.transport == "udp" else reply(rx.message, "A 10.0.1.16")
+        if kind == "servfail":
+            return reply(rx.message, rcode=dns.rcode.SERVFAIL)
+        if kind == "garbage":
+            return rx.wire[:2] + b"\x81\x80\x00\x01\x00\x01"  # an ID, then a cut-off header
+        if kind == "slow":
+            return Delay(0.1, reply(rx.message, "A 10.0.1.17"))
+        return None  # silent_once, the first time
+
+    upstream.handler = handler
+    cfg = forwarder_config({"up": [upstream.addr]},
+                           zones=[{"match": ".", "upstream": "up", "policy": "p"}],
+                           policies={"p": {"protected": ["."]}})
+    names = [f"{kind}-{i}.amazonaws.com" for kind in KINDS for i in range(4)]
+    async with running(cfg) as srv:
+        # every name three times at once: twice over UDP, once over TCP
+        asks = [(name, query(srv, transport, name, timeout=5.0))
+                for name in names for transport in ("udp", "udp", "tcp")]
+        answers = await asyncio.gather(*(ask for _name, ask in asks))
+        await srv.runtime.cache.wait_idle()
+        left = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
+                [u.forwarding for u in srv.udp], [len(u.tasks) for u in srv.udp],
+                metrics.REGISTRY.get_sample_value("forwarder_inflight_queries"))
+        # no fetch was left behind for identical queries to wait on: each name is
+        # answered again (from the cache, or the upstream once more)
+        again = await asyncio.gather(*(query(srv, "udp", name, timeout=5.0)
+                                       for name in names))
+    for (name, _ask), answer in zip(asks, answers, strict=True):
+        assert answer.rcode() == EXPECTED[name.split("-")[0]], name
+    for name, answer in zip(names, again, strict=True):
+        assert answer.rcode() == EXPECTED[name.split("-")[0]], name
+    assert left == (0, 0, [0], [0], 0.0)
+    # identical queries in flight shared upstream queries: fewer than one per client
+    assert sum(seen.values()) < len(asks)
