@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import random
+import time
 
 import dns.message
 import dns.rcode
@@ -78,3 +80,54 @@ async def test_mixed_outcomes_leave_nothing_in_flight(upstream: FakeUpstream) ->
     assert left == (0, 0, [0], [0], 0.0)
     # identical queries in flight shared upstream queries: fewer than one per client
     assert sum(seen.values()) < len(asks)
+
+
+async def test_expiring_answers_under_mixed_outcomes_lose_no_query(
+        upstream: FakeUpstream, upstream2: FakeUpstream) -> None:
+    """Answers live one second, serve-stale and prefetch are on, and the upstreams answer
+    at random (a fixed seed): fresh, blocked, silent, truncated, SERVFAIL, garbage, late or
+    NXDOMAIN. Over rounds of 120 queries on 25 names, with entries expiring between rounds,
+    every client gets an answer and nothing is left in flight."""
+    rng = random.Random(20261122)
+
+    def handler(rx: Received) -> object:
+        assert rx.message is not None
+        r = rng.random()
+        if r < 0.35:
+            return reply(rx.message, "A 10.0.1.15", ttl=1)
+        if r < 0.45:
+            return reply(rx.message, "A 52.219.1.1", ttl=1)
+        if r < 0.55:
+            return None
+        if r < 0.62:
+            return Truncated() if rx.transport == "udp" else reply(rx.message, "A 10.0.1.16")
+        if r < 0.70:
+            return reply(rx.message, rcode=dns.rcode.SERVFAIL)
+        if r < 0.75:
+            return rx.wire[:2] + b"\x81\x80\x00\x01"
+        if r < 0.85:
+            return Delay(rng.random() * 0.3, reply(rx.message, "A 10.0.1.17", ttl=1))
+        return reply(rx.message, rcode=dns.rcode.NXDOMAIN)
+
+    upstream.handler = upstream2.handler = handler
+    cfg = forwarder_config(
+        {"up": [upstream.addr, upstream2.addr]},
+        zones=[{"match": ".", "upstream": "up", "policy": "p"}],
+        policies={"p": {"protected": ["."], "on_violation": "strip"}},
+        cache={"serve_stale": True, "stale_client_timeout": 0.2, "prefetch": True,
+               "servfail_ttl": 1})
+    names = [f"n{i}.example" for i in range(25)]
+    async with running(cfg) as srv:
+        for _ in range(3):
+            asks = [query(srv, rng.choice(("udp", "udp", "tcp")), rng.choice(names),
+                          timeout=4.0) for _ in range(120)]
+            answers = await asyncio.gather(*asks)
+            assert all(a.rcode() in (dns.rcode.NOERROR, dns.rcode.SERVFAIL, dns.rcode.NXDOMAIN)
+                       for a in answers)
+            await srv.runtime.cache.wait_idle()
+            now = time.monotonic()
+            while int(time.monotonic()) < int(now) + 1:  # entries age a whole second
+                await asyncio.sleep(0.05)
+        left = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
+                [u.forwarding for u in srv.udp], [len(u.tasks) for u in srv.udp])
+    assert left == (0, 0, [0], [0])
