@@ -51,7 +51,7 @@ import logging
 import struct
 from typing import TYPE_CHECKING, NamedTuple
 
-from forwarder import answers, message, metrics, names, netsets, wire
+from forwarder import answers, message, metrics, names, netsets, recordstrip, wire
 from forwarder.config import model
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
@@ -300,7 +300,7 @@ class AnswerPolicy:
             data = self._negative(q, NOERROR, case.judgement.protected_name)
             return _Outcome(Reply(data, NOERROR, "policy", ((BLOCKED, text),)), "strip")
         try:
-            data = answers.strip_records(case.reply.wire,
+            data = recordstrip.strip_records(case.reply.wire,
                                          (*violations, *case.scan.additional_addresses))
         except answers.ScanError as e:
             return self._block(q, case, V.SERVFAIL, f"{why}; cannot strip: {e}")
@@ -435,7 +435,7 @@ class AnswerPolicy:
     def _without_additional(self, q: Query, reply: Reply, scan: answers.AnswerScan) -> Reply:
         """The clean *reply* without the addresses of its additional section."""
         try:
-            data = answers.strip_records(reply.wire, scan.additional_addresses)
+            data = recordstrip.strip_records(reply.wire, scan.additional_addresses)
         except answers.ScanError:
             return reply
         q.note(f"policy {self.name}: removed {len(scan.additional_addresses)} additional "
