@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import random
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -135,6 +137,28 @@ async def query(server: Server, transport: str, qname: str, qtype: str = "A",
 @pytest.fixture(params=["udp", "tcp"])
 def transport(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+def free_port(kind: int | None = None) -> int:
+    """A loopback port free right now for UDP and TCP (or only for *kind*), for a server
+    started in another process that cannot report a port it chose itself (workers share
+    one with SO_REUSEPORT). Picked below the kernel's ephemeral range, so the sockets the
+    tests and the forwarder open meanwhile (upstream pools, clients) cannot take it
+    before the process binds it."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    kinds = (socket.SOCK_DGRAM, socket.SOCK_STREAM) if kind is None else (kind,)
+    for _ in range(200):
+        port = random.randrange(max(low // 2, 1024), low)
+        try:
+            for k in kinds:
+                with socket.socket(socket.AF_INET, k) as s:
+                    s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise OSError("no free loopback port below the ephemeral range")
 
 
 def dump(cfg: dict[str, Any]) -> str:

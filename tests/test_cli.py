@@ -19,6 +19,7 @@ import dns.rcode
 import pytest
 
 from forwarder import __version__
+from tests.conftest import free_port
 from tests.fakes import FakeUpstream
 
 FORWARDER = [sys.executable, "-m", "forwarder"]
@@ -30,12 +31,6 @@ async def run_cli(*args: str, timeout: float = 20.0) -> tuple[int, str, str]:
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_version() -> None:

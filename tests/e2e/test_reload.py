@@ -14,7 +14,6 @@ import contextlib
 import logging
 import os
 import signal
-import socket
 import struct
 import sys
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import yaml
 
 from forwarder import cli, metrics
 from forwarder.server import Server
-from tests.conftest import forwarder_config, poll_process, query, running
+from tests.conftest import forwarder_config, free_port, poll_process, query, running
 from tests.fakes import Delay, FakeUpstream, Received, Response, reply
 
 OLD, NEW = "192.0.2.1", "192.0.2.2"
@@ -258,21 +257,6 @@ async def test_reload_that_changes_routing_empties_cache(tmp_path: Path, upstrea
 
 
 # --- the real process ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A loopback port free for both UDP and TCP right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return int(port)
-    raise OSError("no free port for UDP and TCP")
 
 
 def process_config(group: FakeUpstream, port: int) -> dict[str, Any]:

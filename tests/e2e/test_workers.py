@@ -30,27 +30,10 @@ import yaml
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import poll_process
+from tests.conftest import free_port, poll_process
 from tests.fakes import FakeUpstream
 
 OLD, NEW = "10.0.0.1", "10.0.0.2"
-
-
-def free_port(kind: int = socket.SOCK_DGRAM) -> int:
-    """A loopback port free for UDP and TCP (or for TCP alone) right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-            if kind == socket.SOCK_STREAM:
-                return port
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise OSError("no free port")
 
 
 def config(upstream: FakeUpstream, port: int, http: int, local: str = OLD) -> dict[str, Any]:
