@@ -431,9 +431,12 @@ class SuffixSet:
         # str.endswith with a tuple is a C-speed reject for names under none of them.
         setter(self, "_tails", tuple(s for s in found if s))
         # Then the label-wise test in C: skip whole labels, fewest first (longest suffix
-        # wins), and the rest must be a suffix. Faster than a label walk in Python.
+        # wins), and the rest must be a suffix. Faster than a label walk in Python. A label
+        # is read as dnspython writes it: "\." (and any "\x") is part of a label, not a
+        # boundary, so a name matches as its wire form would.
         pattern = "|".join(re.escape(s) for s in sorted(found, key=len, reverse=True) if s)
-        regex = re.compile(rf"(?:[^.]*\.)*?({pattern})\Z") if pattern else re.compile(r"(?!)")
+        regex = (re.compile(rf"(?:(?:[^.\\]|\\.)*\.)*?({pattern})\Z") if pattern
+                 else re.compile(r"(?!)"))
         setter(self, "_regex", regex.match)
 
     def matches(self, name: str) -> str | None:

@@ -219,9 +219,10 @@ class HistogramCounts:
         self.buckets = [0] * (len(TIME_BUCKETS) + 1)  # the last one is +Inf
         self.total = 0.0
 
-    def observe(self, seconds: float) -> None:
-        self.buckets[bisect.bisect_left(TIME_BUCKETS, seconds)] += 1
-        self.total += seconds
+    def observe(self, seconds: float, n: int = 1) -> None:
+        """Counts *n* observations of *seconds* each."""
+        self.buckets[bisect.bisect_left(TIME_BUCKETS, seconds)] += n
+        self.total += seconds * n
 
     def flush(self) -> None:
         if self.total or any(self.buckets):

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import asyncio
-import bisect
 import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -183,9 +182,15 @@ class Pipeline:
         finally:
             if state is None:
                 self.upstream_inflight -= 1
-        judged = self._judge(rt, q, reply, group)
+        return await self._conclude(rt, q, self._judge(rt, q, reply, group), group, store)
+
+    @staticmethod
+    async def _conclude(rt: Runtime, q: Query, judged: Reply | Any, group: Group,
+                        store: bool = True) -> Reply:
+        """Carries out the policy action on a violation `_judge` found, and caches what
+        the client gets."""
         if not isinstance(judged, Reply):
-            judged = await rt.policies[rule.policy].enforce(q, judged, group, rt)  # type: ignore[union-attr]
+            judged = await rt.policies[q.rule.policy].enforce(q, judged, group, rt)  # type: ignore[union-attr]
         if rt.cache is not None and store:
             rt.cache.put(q, judged)
         return judged
@@ -281,10 +286,7 @@ class _Miss(FirstTry):
                 finally:
                     self._release()
             else:
-                reply = await rt.policies[q.rule.policy].enforce(  # type: ignore[union-attr]
-                    q, violation, self.group, rt)
-                if rt.cache is not None:
-                    rt.cache.put(q, reply)
+                reply = await pipeline._conclude(rt, q, violation, self.group)
         except Exception as e:
             self._done(pipeline._failure(rt, q, e), e)
             return
@@ -308,10 +310,6 @@ def _rerouted_off_rule(q: Query) -> bool:
     return q.rule is None or q.rule.action is not RuleAction.FORWARD
 
 
-BUCKET_BOUNDS = metrics.TIME_BUCKETS
-BUCKETS = len(BUCKET_BOUNDS) + 1  # the last one is +Inf
-
-
 class Accounting:
     """Counts each answered query once: queries, responses by rcode, and latency.
 
@@ -320,10 +318,11 @@ class Accounting:
     a dict update instead of three locked metric updates.
     """
 
-    __slots__ = ("__weakref__", "_pending")
+    __slots__ = ("__weakref__", "_counts", "_latency")
 
     def __init__(self) -> None:
-        self._pending: dict[tuple[str, str, str, int], list[Any]] = {}
+        self._counts: dict[tuple[str, str, str, int], int] = {}
+        self._latency: dict[tuple[str, str], metrics.HistogramCounts] = {}
         metrics.PENDING.flushers.add(self)
 
     def record(self, q: Query, reply: Reply, now: float) -> None:
@@ -337,21 +336,22 @@ class Accounting:
               n: int = 1) -> None:
         """Counts *n* answered queries that took *seconds* each."""
         key = (transport, rule, metrics.qtype_label(qtype), rcode)
-        slot = self._pending.get(key)
-        if slot is None:
-            slot = self._pending[key] = [0, 0.0, [0] * BUCKETS]
-        slot[0] += n
-        slot[1] += seconds * n
-        slot[2][bisect.bisect_left(BUCKET_BOUNDS, seconds)] += n
+        counts = self._counts
+        counts[key] = counts.get(key, 0) + n
+        latency = self._latency.get((transport, rule))
+        if latency is None:
+            latency = self._latency[(transport, rule)] = metrics.HistogramCounts(
+                metrics.request_duration.labels(transport, rule))
+        latency.observe(seconds, n)
 
     def flush(self) -> None:
         """Folds the counts kept since the last flush into the Prometheus metrics."""
-        pending, self._pending = self._pending, {}
-        for (transport, rule, qtype, rcode), (n, total, buckets) in pending.items():
+        counts, self._counts = self._counts, {}
+        for (transport, rule, qtype, rcode), n in counts.items():
             metrics.queries.labels(transport, rule, qtype).inc(n)
             metrics.responses.labels(transport, rule, metrics.rcode_label(rcode)).inc(n)
-            metrics.observe_many(metrics.request_duration.labels(transport, rule), buckets,
-                                 total)
+        for latency in self._latency.values():
+            latency.flush()
 
     def dropped(self, q: Query) -> None:
         """Counts a query that gets no response at all (a rate limit or hook verdict)."""

@@ -275,14 +275,13 @@ class UpstreamReply:
     """An upstream response with its OPT removed: wire, full rcode, EDE options it carried,
     and its records as `walk_records` reads them (offsets into `wire`)."""
 
-    __slots__ = ("ede", "rcode", "records", "truncated", "wire")
+    __slots__ = ("ede", "rcode", "records", "wire")
 
-    def __init__(self, wire: bytes, rcode: int, ede: tuple[tuple[int, str], ...], tc: bool,
+    def __init__(self, wire: bytes, rcode: int, ede: tuple[tuple[int, str], ...],
                  records: Records | None = None) -> None:
         self.wire = wire
         self.rcode = rcode
         self.ede = ede
-        self.truncated = tc
         self.records = records
 
 
@@ -346,10 +345,9 @@ def strip_opt(data: bytes, question_end: int = 0) -> UpstreamReply:
         raise FormError("message shorter than its header") from None
     if stop < len(data):  # bytes after the last record are no part of it
         data = data[:stop]
-    flags = data[2] << 8 | data[3]
-    rcode = flags & 0xF
+    rcode = data[3] & 0xF
     if opt is None:
-        return UpstreamReply(data, rcode, (), bool(flags & TC), (records, ancount, negative))
+        return UpstreamReply(data, rcode, (), (records, ancount, negative))
     start, end, ttl, rdata = opt
     rcode |= ((ttl >> 24) & 0xFF) << 4
     ede = tuple(_read_ede(data, rdata, end)) if end > rdata else ()
@@ -358,7 +356,7 @@ def strip_opt(data: bytes, question_end: int = 0) -> UpstreamReply:
     if end < stop:  # records after the OPT moved up
         gone = end - start
         records = [(o - gone if o > start else o, t, c) for o, t, c in records]
-    return UpstreamReply(wire, rcode, ede, bool(flags & TC), (records, ancount, negative))
+    return UpstreamReply(wire, rcode, ede, (records, ancount, negative))
 
 
 def _read_ede(data: bytes, off: int, end: int) -> list[tuple[int, str]]:

@@ -133,8 +133,8 @@ class UdpListener:
                     continue
                 try:
                     sendto(data[:2] + tail, addr)
-                except (BlockingIOError, InterruptedError):
-                    metrics.dropped.labels("udp_send_buffer_full").inc()
+                except OSError as e:
+                    self._send_failed(e, addr)
                 key = hit.accounting
                 hits[key] = hits.get(key, 0) + 1
         finally:
@@ -192,16 +192,21 @@ class UdpListener:
         data = reply.to_client(q)
         self._send(data, q.client)
         self.accounting.record(q, reply, time.monotonic())
-        if reply.answered_by == "cache":
+        if reply.cached is not None:  # a fresh cache hit: repeats may take the wire front
             rt = q.runtime
-            if rt is not None and rt.wire_front is not None and q.rule is not None:
-                rt.cache.remember(q.wire, data, reply, q.rule.name, q.qtype)
+            if rt.wire_front is not None:
+                rt.cache.remember(q.wire, data, reply, q.rule.name, q.qtype)  # type: ignore[union-attr]
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
             self.sock.sendto(data, addr)
-        except (BlockingIOError, InterruptedError):
-            metrics.dropped.labels("udp_send_buffer_full").inc()
         except OSError as e:
-            if self.sock.fileno() >= 0:
-                log.debug("udp send to %s failed: %s", addr[0], e)
+            self._send_failed(e, addr)
+
+    def _send_failed(self, error: OSError, addr: tuple[str, int]) -> None:
+        """A reply that could not be sent is dropped: counted when the send buffer is full,
+        logged otherwise (unless the socket was closed under it)."""
+        if isinstance(error, (BlockingIOError, InterruptedError)):
+            metrics.dropped.labels("udp_send_buffer_full").inc()
+        elif self.sock.fileno() >= 0:
+            log.debug("udp send to %s failed: %s", addr[0], error)

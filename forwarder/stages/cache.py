@@ -253,15 +253,9 @@ class Cache:
 
     def get(self, q: Query) -> Reply | None:
         """Answers a fresh cached reply to *q* (TTLs aged), or None. Needs q.rule set."""
-        rule = q.rule
-        group = q.group
-        if group is None or group == rule.upstream:  # type: ignore[union-attr]
-            key = q.qname + KEY_EXTRA.pack(q.qtype, q.qclass, q.do << 1 | q.cd,
-                                           rule.index, 0)  # type: ignore[union-attr]
-        else:
-            key = self.key(q)  # type: ignore[assignment]
-            if key is None:
-                return None
+        key = self.key(q)
+        if key is None:
+            return None
         entry = self._entries.get(key)
         if entry is None:
             self.misses += 1

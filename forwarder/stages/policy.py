@@ -190,10 +190,6 @@ class AnswerPolicy:
         is not protected or all its addresses are allowed. Answers False, having done
         nothing, for anything else (CNAME chains, HTTPS hints, a violation): `decide`
         then scans the answer in full."""
-        if 46 in q.qname:
-            # a "." byte inside a label: the full scan reads names as text, where it looks
-            # like a label boundary, and judges the stricter way; so does this then
-            return False
         records, ancount, _negative = reply.records  # type: ignore[misc]
         data = reply.wire
         pos = 12 + len(q.question)

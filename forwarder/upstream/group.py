@@ -324,26 +324,27 @@ class FirstTry(udp.Waiter):
         raise NotImplementedError
 
     def resolved(self, data: bytes) -> None:
-        group, server, state = self.group, self.server, self.state
         try:
-            if data[2] & (wire.TC >> 8):
-                metrics.upstream_errors.labels(group.name, server.label, "truncated").inc()
-                state.truncated = server
-                reply = None
-            else:
-                server.answered(self.started)
-                try:
-                    reply = reply_of(data, server, self.qname)
-                except FormError as e:
-                    group.failed(state, server, e)
-                    reply = None
-                else:
-                    if not group.answered(state, server, reply):
-                        reply = None
+            reply = self._usable(data)
         except Exception as e:  # the reader callback that called this must go on
             self.broke(e)
             return
-        self.replied(reply, state)
+        self.replied(reply, self.state)
+
+    def _usable(self, data: bytes) -> Reply | None:
+        """The reply in *data* if it ends the tries, else None (the state says why)."""
+        group, server, state = self.group, self.server, self.state
+        if data[2] & (wire.TC >> 8):
+            metrics.upstream_errors.labels(group.name, server.label, "truncated").inc()
+            state.truncated = server
+            return None
+        server.answered(self.started)
+        try:
+            reply = reply_of(data, server, self.qname)
+        except FormError as e:
+            group.failed(state, server, e)
+            return None
+        return reply if group.answered(state, server, reply) else None
 
     def failed(self, error: BaseException) -> None:
         try:

@@ -550,3 +550,16 @@ def test_trailing_authority_overrun_is_a_scan_error() -> None:
     answers.scan_response(wire)
     with pytest.raises(answers.ScanError):
         answers.scan_response(wire[:-3])
+
+
+def test_escaped_characters_belong_to_their_label() -> None:
+    """Names come as dnspython writes them: an escaped "." is part of its label, so
+    a\\.amazonaws.com (two labels: "a.amazonaws" and "com") is not under amazonaws.com,
+    the way the router and the wire-form judgement read it; an escaped backslash before a
+    real dot is still a label boundary."""
+    protected = answers.SuffixSet(["amazonaws.com"])
+    assert protected.matches("a\\.amazonaws.com") is None
+    assert protected.matches("x.y\\.z.amazonaws.com") == "amazonaws.com"
+    assert protected.matches("a\\\\.amazonaws.com") == "amazonaws.com"
+    assert protected.matches("a\\032b.amazonaws.com") == "amazonaws.com"
+    assert protected.matches("notamazonaws.com") is None
