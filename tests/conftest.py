@@ -161,6 +161,11 @@ def free_port(kind: int | None = None) -> int:
     raise OSError("no free loopback port below the ephemeral range")
 
 
+def logged_queries(path: Path) -> list[dict[str, Any]]:
+    """The query log lines a server wrote to *path* (JSON, one per query)."""
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
 def dump(cfg: dict[str, Any]) -> str:
     return yaml.safe_dump(cfg)
 

@@ -17,10 +17,8 @@ import yaml
 from forwarder import config as config_mod
 from forwarder import hooks
 from forwarder.errors import ConfigError
-from forwarder.pipeline import Accounting
-from forwarder.query import Query, Reply
 from forwarder.server import Server
-from tests.conftest import forwarder_config, query, running
+from tests.conftest import forwarder_config, logged_queries, query, running
 from tests.fakes import FakeUpstream, answers
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "hooks"
@@ -146,21 +144,15 @@ async def test_block_aaaa_for_protected_names(upstream: FakeUpstream, transport:
 
 
 async def test_query_tags_reach_the_query_log(upstream: FakeUpstream, transport: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    logged: list[dict[str, str] | None] = []
-    record = Accounting.record
-
-    def spy(self: Accounting, q: Query, reply: Reply, now: float) -> None:
-        logged.append(q.tags)
-        record(self, q, reply, now)
-
-    monkeypatch.setattr(Accounting, "record", spy)
+                                              tmp_path: Path) -> None:
+    log_path = tmp_path / "queries.jsonl"
     cfg = forwarder_config({"corp": [upstream.addr]}, hooks=[example("query_tags", {
-        "sites": {"tokyo-dc": ["10.1.0.0/16"], "lab": ["127.0.0.0/8"]}})])
+        "sites": {"tokyo-dc": ["10.1.0.0/16"], "lab": ["127.0.0.0/8"]}})],
+        querylog={"enabled": True, "path": str(log_path)})
     async with running(cfg) as srv:
         await ask(srv, transport, "www.example.com")
-    assert logged == [{"site": "lab", "zone_rule": ".", "answer_from": "upstream",
-                       "addresses": "1"}]
+    assert [line["tags"] for line in logged_queries(log_path)] == \
+        [{"site": "lab", "zone_rule": ".", "answer_from": "upstream", "addresses": "1"}]
 
 
 # --- (5) withhold answers into denied networks ------------------------------------------------

@@ -20,9 +20,7 @@ import dns.rdatatype
 import pytest
 
 from forwarder import metrics
-from forwarder.pipeline import Accounting
-from forwarder.query import Query, Reply
-from tests.conftest import dump, forwarder_config, query, running
+from tests.conftest import dump, forwarder_config, logged_queries, query, running
 from tests.fakes import FakeUpstream, answers
 
 
@@ -262,26 +260,21 @@ async def test_hooks_see_only_queries_the_acl_lets_through(tmp_path: Path,
 
 
 async def test_tags_are_on_the_query_when_it_is_logged(
-        tmp_path: Path, upstream: FakeUpstream, transport: str,
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tags set by on_query and on_response are on the Query handed to the query log."""
+        tmp_path: Path, upstream: FakeUpstream, transport: str) -> None:
+    """Tags set by on_query and on_response are in the query's query log line."""
     path = write_hook(tmp_path, "tagger", """
         def on_query(ctx):
             ctx.tag("site", "tokyo")
         def on_response(ctx, response):
             ctx.tag("answers", len(response.answer))
     """)
-    logged: list[dict[str, str] | None] = []
-    record = Accounting.record
-
-    def spy(self: Accounting, q: Query, reply: Reply, now: float) -> None:
-        logged.append(q.tags)
-        record(self, q, reply, now)
-
-    monkeypatch.setattr(Accounting, "record", spy)
-    async with running(with_hooks({"up": [upstream.addr]}, {"path": path})) as srv:
+    log_path = tmp_path / "queries.jsonl"
+    cfg = with_hooks({"up": [upstream.addr]}, {"path": path},
+                     querylog={"enabled": True, "path": str(log_path)})
+    async with running(cfg) as srv:
         await ask(srv, transport, "www.example.com")
-    assert logged == [{"site": "tokyo", "answers": "1"}]
+    assert [line["tags"] for line in logged_queries(log_path)] == \
+        [{"site": "tokyo", "answers": "1"}]
 
 
 # --- failures ------------------------------------------------------------------------------

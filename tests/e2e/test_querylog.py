@@ -14,16 +14,12 @@ import pytest
 from forwarder import config as config_mod
 from forwarder.errors import ConfigError
 from forwarder.server import Server
-from tests.conftest import forwarder_config, query, running
+from tests.conftest import forwarder_config, logged_queries, query, running
 from tests.fakes import Delay, FakeUpstream, answers, reply
 
 FIELDS = {"time", "client", "protocol", "name", "type", "rule", "group", "server",
           "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
           "latency_ms", "tags"}
-
-
-def logged(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def querylog_config(upstream: FakeUpstream, path: Path | str, **querylog: Any) -> dict[str, Any]:
@@ -45,7 +41,7 @@ async def test_each_answered_query_is_one_json_line(upstream: FakeUpstream, tran
         await query(srv, transport, "nx.example.com", "AAAA")
         refused = await query(srv, transport, "x.blocked.test", "TXT")
     assert refused.rcode() == dns.rcode.REFUSED
-    first, second, third = logged(path)  # the server's stop writes out what is queued
+    first, second, third = logged_queries(path)  # the server's stop writes out what is queued
 
     assert set(first) == FIELDS
     assert first["time"].endswith("Z") and "T" in first["time"]
@@ -86,7 +82,7 @@ async def test_half_sampling_logs_some_and_not_all(upstream: FakeUpstream,
     async with running(querylog_config(upstream, path, sample=0.5)) as srv:
         for i in range(60):
             await query(srv, "udp", f"s{i}.example.com")
-    assert 0 < len(logged(path)) < 60
+    assert 0 < len(logged_queries(path)) < 60
 
 
 async def test_stdout_destination(upstream: FakeUpstream,
@@ -111,8 +107,9 @@ async def test_reload_keeps_the_log_and_reopens_the_file(upstream: FakeUpstream,
         srv.apply(config_mod.from_data(cfg))
         assert srv.runtime.querylog is log
         await query(srv, "udp", "after.example.com")
-    assert [r["name"] for r in logged(tmp_path / "queries.jsonl.1")] == ["before.example.com"]
-    assert [r["name"] for r in logged(path)] == ["after.example.com"]
+    rotated = tmp_path / "queries.jsonl.1"
+    assert [r["name"] for r in logged_queries(rotated)] == ["before.example.com"]
+    assert [r["name"] for r in logged_queries(path)] == ["after.example.com"]
 
 
 async def test_reload_with_other_settings_starts_a_new_log(upstream: FakeUpstream,
@@ -122,8 +119,8 @@ async def test_reload_with_other_settings_starts_a_new_log(upstream: FakeUpstrea
         await query(srv, "udp", "one.example.com")
         srv.apply(config_mod.from_data(querylog_config(upstream, second)))
         await query(srv, "udp", "two.example.com")
-    assert [r["name"] for r in logged(first)] == ["one.example.com"]
-    assert [r["name"] for r in logged(second)] == ["two.example.com"]
+    assert [r["name"] for r in logged_queries(first)] == ["one.example.com"]
+    assert [r["name"] for r in logged_queries(second)] == ["two.example.com"]
 
 
 def test_a_path_that_cannot_be_opened_is_a_config_error(tmp_path: Path) -> None:
@@ -143,7 +140,7 @@ async def test_hook_tags_are_logged(upstream: FakeUpstream, tmp_path: Path) -> N
     cfg["hooks"] = [{"path": str(hook)}]
     async with running(cfg) as srv:
         await query(srv, "udp", "www.example.com", "A")
-    (line,) = logged(path)
+    (line,) = logged_queries(path)
     assert line["tags"] == {"site": "tokyo"}
 
 
@@ -158,7 +155,7 @@ async def test_cache_hits_carry_the_policy_verdict(upstream: FakeUpstream, tmp_p
     async with running(cfg) as srv:
         await query(srv, "udp", "s3.amazonaws.com", "A")
         await query(srv, "udp", "s3.amazonaws.com", "A")
-    fetched, cached = logged(path)
+    fetched, cached = logged_queries(path)
     assert cached["answered_by"] == "cache"
     assert (fetched["verdict"], fetched["action"]) == ("pass", "pass")
     assert (cached["verdict"], cached["action"]) == ("pass", "pass")
@@ -179,7 +176,7 @@ async def test_queries_that_waited_on_an_identical_one_log_what_it_found(
         await asyncio.gather(*(query(srv, transport, "s3.ap-northeast-1.amazonaws.com")
                                for transport in ("udp", "tcp", "udp")))
     assert len(upstream.received) == 1
-    lines = logged(path)
+    lines = logged_queries(path)
     assert len(lines) == 3
     for line in lines:
         assert (line["group"], line["server"], line["upstream_rcode"]) == \
