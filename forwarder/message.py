@@ -203,11 +203,6 @@ def parse_sections(data: bytes) -> Sections:
     return Sections(_records(msg.rr), _records(msg.auth), _records(msg.ar))
 
 
-def parse_records(data: bytes) -> list[Record]:
-    """Reads the answer section of an internal reply. Raises ValueError."""
-    return list(parse_sections(data).answer)
-
-
 def _records(rrs: list[dnslib.RR]) -> tuple[Record, ...]:
     return tuple(
         Record(_name_text(rr.rname), type_to_text(rr.rtype), rr.ttl, _value_text(rr))
