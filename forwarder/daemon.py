@@ -33,9 +33,11 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess d
 
 
 def status_line(server: Server) -> str:
+    from forwarder.upstream.health import rule_groups
+
     rt = server.runtime
-    groups = {r.upstream for r in rt.config.rules if r.upstream}
-    healthy = sum(1 for name in groups if any(s.healthy for s in rt.groups[name].servers))
+    groups = [rt.groups[name] for name in rule_groups(rt.config)]
+    healthy = sum(1 for g in groups if any(s.healthy for s in g.servers))
     return f"serving {len(rt.config.rules)} rules, {healthy} of {len(groups)} groups healthy"
 
 

@@ -254,3 +254,4 @@ class CounterCounts:
 
 
 policy_verdict_counts = CounterCounts(policy_verdicts)
+rate_limited_counts = CounterCounts(rate_limited)  # a flood is counted without a lock each

@@ -318,10 +318,11 @@ class Accounting:
     a dict update instead of three locked metric updates.
     """
 
-    __slots__ = ("__weakref__", "_counts", "_latency")
+    __slots__ = ("__weakref__", "_counts", "_dropped", "_latency")
 
     def __init__(self) -> None:
         self._counts: dict[tuple[str, str, str, int], int] = {}
+        self._dropped: dict[tuple[str, str, str], int] = {}  # queries that got no response
         self._latency: dict[tuple[str, str], metrics.HistogramCounts] = {}
         metrics.PENDING.flushers.add(self)
 
@@ -350,10 +351,14 @@ class Accounting:
         for (transport, rule, qtype, rcode), n in counts.items():
             metrics.queries.labels(transport, rule, qtype).inc(n)
             metrics.responses.labels(transport, rule, metrics.rcode_label(rcode)).inc(n)
+        dropped, self._dropped = self._dropped, {}
+        for labels, n in dropped.items():
+            metrics.queries.labels(*labels).inc(n)
         for latency in self._latency.values():
             latency.flush()
 
     def dropped(self, q: Query) -> None:
         """Counts a query that gets no response at all (a rate limit or hook verdict)."""
         rule = q.rule.name if q.rule is not None else "none"
-        metrics.queries.labels(q.transport, rule, metrics.qtype_label(q.qtype)).inc()
+        key = (q.transport, rule, metrics.qtype_label(q.qtype))
+        self._dropped[key] = self._dropped.get(key, 0) + 1

@@ -21,7 +21,7 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from forwarder import answers, metrics, wire
+from forwarder import answers, message, metrics, wire
 from forwarder.config import model
 from forwarder.errors import ConfigError, ConfigProblem
 
@@ -168,13 +168,13 @@ def format_line(item: tuple[Any, ...]) -> str:
         "rule": rule,
         "group": group,
         "server": server,
-        "upstream_rcode": metrics.rcode_label(upstream_rcode) if upstream_rcode is not None
+        "upstream_rcode": message.rcode_to_text(upstream_rcode) if upstream_rcode is not None
         else None,
         "answers": addresses,
         "verdict": verdict,
         "action": action,
         "ede": [{"code": code, "text": text} for code, text in ede],
-        "rcode": metrics.rcode_label(rcode),
+        "rcode": message.rcode_to_text(rcode),
         "answered_by": answered_by,
         "latency_ms": round(latency * 1000, 3),
         "tags": tags or {},

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 
 from forwarder import config as config_mod
 from forwarder import metrics, runtime
-from forwarder.config.model import Config, Listener
+from forwarder.config.model import START_ONLY, Config, Listener
 from forwarder.errors import ConfigError
 from forwarder.listeners import tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
@@ -157,8 +157,8 @@ class Server:
     def apply(self, cfg: Config) -> None:
         """Swaps in a new configuration. Raises ConfigError if its runtime cannot be built."""
         if cfg.start_only() != self.config.start_only():
-            log.warning("listen, metrics, user, workers or pid_file changed: "
-                        "restart required for those; keeping the old values")
+            log.warning("%s: a change there needs a restart; keeping the running values",
+                        ", ".join(START_ONLY))
         new = runtime.build(cfg, previous=self.holder.current)
         old = self.holder.swap(new)
         self.config = cfg

@@ -46,10 +46,6 @@ class Rcode(IntEnum):
     REFUSED = 5
     BADVERS = 16
 
-    @classmethod
-    def from_text(cls, text: str) -> Rcode:
-        return cls[text.upper()]
-
 
 class Ede(IntEnum):
     """Extended DNS Error info-codes (RFC 8914) the forwarder sends."""

@@ -42,7 +42,7 @@ from typing import Any
 
 from forwarder import cli, daemon, privileges
 from forwarder import config as config_mod
-from forwarder.config.model import Config
+from forwarder.config.model import START_ONLY, Config
 from forwarder.errors import ConfigError
 from forwarder.sdnotify import Notifier, watchdog_interval
 
@@ -55,7 +55,6 @@ STOP_TIMEOUT = 15.0  # seconds for the workers to drain after SIGTERM, then SIGK
 TICK = 1.0  # the supervisor looks at its timers at least this often
 SIGNALS = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT, signal.SIGCHLD)
 # kept from the start when the supervisor adopts a reloaded file for the workers it restarts
-START_ONLY = ("listen", "user", "group", "workers", "metrics", "pid_file", "allow_root")
 
 
 def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None = None) -> int:
@@ -416,9 +415,8 @@ class Supervisor:
             log.warning("%s changed again during the reload: restarted workers start with "
                         "the previous configuration", self.path)
             return
-        cfg = dataclasses.replace(cfg, **{name: getattr(self.cfg, name) for name in START_ONLY})
-        if cfg.start_only() == self.cfg.start_only():
-            self.cfg = cfg
+        self.cfg = dataclasses.replace(
+            cfg, **{name: getattr(self.cfg, name) for name in START_ONLY})
 
     def _stop(self, code: int, reason: str) -> None:
         if self.exit_code is None:

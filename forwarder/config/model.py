@@ -210,6 +210,11 @@ class HookSettings:
     options: tuple[tuple[str, object], ...] = ()
 
 
+# the settings only a start applies (bind, privileges, processes, pid file): a reload
+# keeps the running values
+START_ONLY = ("listen", "user", "group", "workers", "metrics", "pid_file", "allow_root")
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     source: str
@@ -237,5 +242,5 @@ class Config:
         return next((p for p in self.policies if p.name == name), None)
 
     def start_only(self) -> tuple[object, ...]:
-        """Settings a reload cannot change (they need a restart)."""
-        return (self.listen, self.user, self.group, self.workers, self.metrics, self.pid_file)
+        """Settings a reload cannot change (they need a restart): START_ONLY's values."""
+        return tuple(getattr(self, name) for name in START_ONLY)

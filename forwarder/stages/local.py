@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from forwarder import wire
+from forwarder import names, wire
 from forwarder.config import model
 from forwarder.errors import ConfigError, ConfigProblem
 from forwarder.query import Query, Reply
@@ -50,7 +50,6 @@ _OTHER = 0  # key of the answer for a type no name in the zone has
 _CHASED = (TYPE_A, TYPE_AAAA, TYPE_TXT, _OTHER)
 _SELF = b"\xc0\x0c"  # compression pointer to the question name
 _WILD = b"\x01*"
-_RR = struct.Struct("!HHIH")
 _SOA_TIMERS = struct.Struct("!IIIII")
 SOA_SERIAL, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 1, 3600, 600, 86_400
 
@@ -96,7 +95,8 @@ class _Node:
 
     def rrset(self, owner: bytes, rtype: int) -> list[bytes]:
         ttl = self.ttl[rtype]
-        return [owner + _RR.pack(rtype, CLASS_IN, ttl, len(rd)) + rd for rd in self.rdata[rtype]]
+        pack = wire.RR_FIXED.pack
+        return [owner + pack(rtype, CLASS_IN, ttl, len(rd)) + rd for rd in self.rdata[rtype]]
 
     @property
     def cname(self) -> bytes | None:
@@ -152,7 +152,7 @@ class LocalZone:
         for key, node in self._exact.items():
             for qtype, packed in node.answers.items():
                 if qtype != _OTHER:  # the question is patched to the client's by finish()
-                    question = key + struct.pack("!HH", qtype, CLASS_IN)
+                    question = wire.question_of(key, qtype, CLASS_IN)
                     node.replies[qtype] = Reply(packed.head + question + packed.tail,
                                                 packed.rcode, "local")
 
@@ -282,7 +282,7 @@ def _soa(apex: bytes, rule: model.Rule) -> bytes:
     rname = b"\x0ahostmaster" + apex
     rdata = mname + rname + _SOA_TIMERS.pack(SOA_SERIAL, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE,
                                              rule.ttl)
-    return apex + _RR.pack(TYPE_SOA, CLASS_IN, rule.ttl, len(rdata)) + rdata
+    return apex + wire.RR_FIXED.pack(TYPE_SOA, CLASS_IN, rule.ttl, len(rdata)) + rdata
 
 
 # --- building ---------------------------------------------------------------------------------
@@ -306,7 +306,7 @@ def zones(cfg: model.Config) -> dict[int, LocalZone]:
         records = list(rule.records)
         for j, rec in enumerate(rule.records):
             owner = rec.name[2:] if rec.name.startswith("*.") else rec.name
-            if not _name_under(owner, rule.match):
+            if not names.is_subdomain(owner, rule.match):
                 problems.append(ConfigProblem(
                     f"{path}.records[{j}]",
                     f"{rec.name!r} is not under this rule's match {rule.match!r}"))
@@ -317,7 +317,7 @@ def zones(cfg: model.Config) -> dict[int, LocalZone]:
                 problems.append(ConfigProblem(f"{path}.hosts_file", str(e)))
                 continue
         carved = [r.match for r in cfg.rules
-                  if r.match != rule.match and _name_under(r.match, rule.match)]
+                  if r.match != rule.match and names.is_subdomain(r.match, rule.match)]
         try:
             out[rule.index] = LocalZone(rule, records, carved)
         except ValueError as e:
@@ -325,10 +325,6 @@ def zones(cfg: model.Config) -> dict[int, LocalZone]:
     if problems:
         raise ConfigError(cfg.source, problems)
     return out
-
-
-def _name_under(name: str, suffix: str) -> bool:
-    return suffix == "." or name == suffix or name.endswith("." + suffix)
 
 
 class HostsFileError(ValueError):
@@ -373,6 +369,6 @@ def read_hosts(path: str, match: str, ttl: int) -> list[model.LocalRecord]:
             except ValueError as e:
                 raise HostsFileError(f"{path}: line {lineno}: {name!r} is not a host "
                                      f"name: {e}") from None
-            if owner and _name_under(owner, match):
+            if owner and names.is_subdomain(owner, match):
                 records.append(model.LocalRecord(owner, rtype, value, ttl))
     return records

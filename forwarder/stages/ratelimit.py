@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from forwarder.runtime import Runtime
 
 MAX_BUCKETS = 100_000
+_DROP, _REFUSE = ("drop",), ("refuse",)  # the forwarder_rate_limited_total action labels
 _PREFIX_MEMO_LIMIT = 65_536
 
 
@@ -29,8 +30,7 @@ class RateLimiter:
     """Token buckets by client prefix; `check` is called for every query before anything else
     is done for it."""
 
-    __slots__ = ("_buckets", "_burst", "_drop", "_dropped", "_limit", "_prefixes", "_qps",
-                 "_refused", "_settings")
+    __slots__ = ("_buckets", "_burst", "_drop", "_limit", "_prefixes", "_qps", "_settings")
 
     def __init__(self, settings: model.RateLimit, max_buckets: int = MAX_BUCKETS) -> None:
         self._settings = settings
@@ -40,8 +40,6 @@ class RateLimiter:
         self._limit = max_buckets
         self._buckets: dict[str, list[float]] = {}  # prefix -> [tokens, last refill time]
         self._prefixes: dict[str, str] = {}  # client address -> its prefix
-        self._dropped = metrics.rate_limited.labels("drop")
-        self._refused = metrics.rate_limited.labels("refuse")
 
     def __len__(self) -> int:
         return len(self._buckets)
@@ -72,9 +70,9 @@ class RateLimiter:
 
     def _limited(self, q: Query) -> Reply:
         if self._drop:
-            self._dropped.inc()
+            metrics.rate_limited_counts.inc(_DROP)
             return DROP
-        self._refused.inc()
+        metrics.rate_limited_counts.inc(_REFUSE)
         return error_reply(q, wire.Rcode.REFUSED, wire.Ede.OTHER,
                            "rate limit exceeded for this client", by="ratelimit")
 

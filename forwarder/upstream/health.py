@@ -90,15 +90,19 @@ def _ignore_mismatch() -> None:
     pass
 
 
-def canary_allowed(cfg: model.Config, group: str) -> tuple[str, netsets.NetworkSet]:
-    """The policy a group's canary is judged by, and its allowed networks: the canary's own
-    policy, else that of the first rule forwarding to the group with one, else the defaults."""
+def canary_policy(cfg: model.Config, group: str) -> model.Policy | None:
+    """The policy a group's canary is judged by: the canary's own, else that of the first
+    rule forwarding to the group with one, else None (the default networks)."""
     canary = cfg.group_named(group).canary  # type: ignore[union-attr]
     name = canary.policy if canary is not None else None
     if name is None:
         name = next((r.policy for r in cfg.rules
                      if r.upstream == group and r.policy is not None), None)
-    policy = cfg.policy_named(name) if name is not None else None
+    return cfg.policy_named(name) if name is not None else None
+
+
+def canary_allowed(policy: model.Policy | None) -> tuple[str, netsets.NetworkSet]:
+    """The name and allowed networks of a canary's policy (canary_policy)."""
     if policy is None:
         return "default", netsets.DEFAULT_ALLOWED
     return policy.name, netsets.NetworkSet.parse(policy.allowed)
@@ -147,6 +151,7 @@ class _ProbeState:
 
 @dataclass(eq=False)
 class _CanaryState:
+    source: tuple[Any, ...]  # canary, policy and interval, as configured
     settings: tuple[Any, ...]  # canary, policy name, allowed networks, interval
     due: float
     status: str = CANARY_PENDING
@@ -269,19 +274,23 @@ class HealthService:
         return state
 
     def _canary_state(self, cfg: model.Config, group: Group, now: float) -> _CanaryState:
-        policy, allowed = canary_allowed(cfg, group.name)
-        settings = (group.cfg.canary, policy, allowed, group.cfg.health.interval)
+        policy = canary_policy(cfg, group.name)
+        source = (group.cfg.canary, policy, group.cfg.health.interval)
         state = self._canaries.get(group.name)
+        if state is not None and state.source == source:
+            return state
+        # the networks are parsed only when the configuration changed, not on every pass
+        settings = (group.cfg.canary, *canary_allowed(policy), group.cfg.health.interval)
         if state is None:
-            state = _CanaryState(settings, now)
+            state = _CanaryState(source, settings, now)
             self._canaries[group.name] = state
             metrics.upstream_canary_ok.labels(group.name).set(0)
-        elif state.settings != settings:
+        else:
             # re-check at once with the new settings; keep the last verdict meanwhile
             if state.task is not None:
                 state.task.cancel()
                 state.task = None
-            state.settings = settings
+            state.source, state.settings = source, settings
             state.due = now
         return state
 
@@ -359,9 +368,8 @@ class HealthService:
                 log.info("canary of group %s passes: %s", group.name, detail)
             else:
                 log.warning("canary of group %s fails: %s", group.name, detail)
-            state.status, state.detail = status, detail
             self.changed.set()
-        state.detail = detail
+        state.status, state.detail = status, detail
 
 
 def readiness(server: Server) -> tuple[bool, dict[str, Any]]:

@@ -303,3 +303,18 @@ async def test_rules_without_upstreams_are_ready_once_listening(tmp_path: Any) -
         response = await http_get(srv, "/readyz")
     assert response.status == 200
     assert response.json() == {"ready": True, "listening": True, "reason": "ok", "groups": {}}
+
+
+async def test_status_line_counts_the_groups_rules_forward_to(
+        upstream: FakeUpstream, upstream2: FakeUpstream) -> None:
+    """The status line (systemd's STATUS=) counts the groups forwarding rules use, once
+    each, and how many of them have a server up; a refusing rule adds no group."""
+    from forwarder.daemon import status_line
+
+    cfg = forwarder_config({"a": [upstream.addr], "b": [upstream2.addr]}, zones=[
+        {"match": "a.example", "upstream": "a"}, {"match": "x.a.example", "upstream": "a"},
+        {"match": "b.example", "upstream": "b"}, {"match": "blocked.test", "action": "refuse"}])
+    async with running(cfg) as srv:
+        assert status_line(srv) == "serving 4 rules, 2 of 2 groups healthy"
+        srv.runtime.groups["b"].servers[0].set_healthy(False)
+        assert status_line(srv) == "serving 4 rules, 1 of 2 groups healthy"

@@ -183,3 +183,13 @@ async def test_queries_that_waited_on_an_identical_one_log_what_it_found(
             ("g", upstream.addr, "NOERROR")
         assert (line["verdict"], line["action"]) == ("pass", "pass")
         assert line["answers"] == ["10.0.1.15"]
+
+
+async def test_rare_rcodes_are_logged_by_name(upstream: FakeUpstream, tmp_path: Path) -> None:
+    """The query log names every rcode (metrics fold the rare ones into "other")."""
+    upstream.handler = lambda rx: reply(rx.message, rcode=dns.rcode.YXDOMAIN)
+    path = tmp_path / "queries.jsonl"
+    async with running(querylog_config(upstream, path)) as srv:
+        await query(srv, "udp", "odd.example.com")
+    (line,) = logged_queries(path)
+    assert (line["upstream_rcode"], line["rcode"]) == ("YXDOMAIN", "YXDOMAIN")

@@ -184,11 +184,11 @@ def canary_config(**canary: object) -> model.Config:
 
 def test_canary_policy_is_its_own_then_the_rules_then_the_default() -> None:
     cfg = canary_config(policy="lab")
-    name, allowed = health.canary_allowed(cfg, "r53")
+    name, allowed = health.canary_allowed(health.canary_policy(cfg, "r53"))
     assert name == "lab" and allowed.contains("192.168.1.1") and not allowed.contains("10.1.1.1")
-    name, allowed = health.canary_allowed(canary_config(), "r53")
+    name, allowed = health.canary_allowed(health.canary_policy(canary_config(), "r53"))
     assert name == "strict" and allowed.contains("10.1.1.1") and not allowed.contains("192.168.1.1")
-    name, allowed = health.canary_allowed(cfg, "corp")
+    name, allowed = health.canary_allowed(health.canary_policy(cfg, "corp"))
     assert (name, allowed) == ("default", netsets.DEFAULT_ALLOWED)
 
 
