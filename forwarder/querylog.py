@@ -123,7 +123,10 @@ class QueryLog:
                     self._queue.task_done()
                 pending = 0
         if not self._to_stdout:
-            self._out.close()
+            try:
+                self._out.close()  # flushes what a failed write left buffered
+            except (OSError, ValueError) as e:
+                log.warning("query log: cannot close %s: %s", self.settings.path, e)
 
     def _write(self, item: tuple[Any, ...]) -> None:
         try:

@@ -12,6 +12,7 @@ import dns.rcode
 import pytest
 
 from forwarder import config as config_mod
+from forwarder import metrics
 from forwarder.errors import ConfigError
 from forwarder.server import Server
 from tests.conftest import forwarder_config, logged_queries, query, running
@@ -193,3 +194,15 @@ async def test_rare_rcodes_are_logged_by_name(upstream: FakeUpstream, tmp_path: 
         await query(srv, "udp", "odd.example.com")
     (line,) = logged_queries(path)
     assert (line["upstream_rcode"], line["rcode"]) == ("YXDOMAIN", "YXDOMAIN")
+
+
+async def test_a_log_that_cannot_be_written_costs_lines_not_queries(
+        upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    """Writing the log fails (the disk is full): every query is still answered; the lost
+    lines are counted in forwarder_querylog_dropped_total and the failure is logged."""
+    before = metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") or 0.0
+    async with running(querylog_config(upstream, "/dev/full")) as srv:
+        answers_ = [await query(srv, "udp", f"h{i}.example.com") for i in range(3)]
+    assert all(a.rcode() == dns.rcode.NOERROR for a in answers_)
+    assert metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") == before + 3
+    assert "query log: cannot write to /dev/full" in caplog.text
