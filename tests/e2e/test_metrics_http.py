@@ -264,3 +264,38 @@ async def test_head_gets_headers_without_a_body(upstream: FakeUpstream) -> None:
 async def test_no_http_listener_when_metrics_are_disabled(upstream: FakeUpstream) -> None:
     async with running(forwarder_config({"g": [upstream.addr]})) as srv:
         assert srv.http_address is None
+
+
+async def raw_exchange(srv: Any, payload: bytes, close_write: bool) -> bytes:
+    """Sends *payload* to the HTTP endpoint (then ends the sending side, if asked) and
+    answers everything it sends back before closing."""
+    reader, writer = await asyncio.open_connection(*srv.http_address)
+    writer.write(payload)
+    if close_write:
+        writer.write_eof()
+    await writer.drain()
+    answer = await reader.read()
+    writer.close()
+    return answer
+
+
+async def test_a_request_cut_short_gets_400(upstream: FakeUpstream) -> None:
+    """A client that sends part of a request head and stops sending gets 400; one that
+    connects and sends nothing gets no answer; the endpoint keeps serving."""
+    async with running(config(upstream, "cut")) as srv:
+        cut = await raw_exchange(srv, b"GET /metrics HTTP/1.1\r\nHost:", close_write=True)
+        silent = await raw_exchange(srv, b"", close_write=True)
+        assert (await http_get(srv, "/healthz")).body == b"ok\n"
+    assert cut.startswith(b"HTTP/1.1 400 ") and cut.endswith(b"incomplete request\n")
+    assert silent == b""
+
+
+async def test_a_request_head_too_slow_gets_408(upstream: FakeUpstream,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request head not complete within the read timeout (shortened here) gets 408."""
+    from forwarder.listeners import http
+
+    monkeypatch.setattr(http, "READ_TIMEOUT", 0.2)
+    async with running(config(upstream, "slow")) as srv:
+        slow = await raw_exchange(srv, b"GET /metrics HTTP/1.1\r\n", close_write=False)
+    assert slow.startswith(b"HTTP/1.1 408 ")
