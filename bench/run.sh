@@ -7,6 +7,7 @@
 #   bench/run.sh --targets fwd --workloads hit --modes sat1 --duration 5   # override defaults
 #   bench/run.sh --no-fwd --duration 5 # the peers only
 #   bench/run.sh --setup-only          # refresh the harness copy, install, build venv + gen/
+#   bench/run.sh --python /usr/bin/python3.11   # fwd (and an echo) on that interpreter
 #   bench/run.sh --report RUN_DIR      # re-render RUN_DIR/results.md from results.json
 #   bench/run.sh --help                # this text + the harness's options
 #
@@ -18,7 +19,11 @@
 #     --target-cmd fwd=15330=<bench/forwarder-target.sh {port} {upstream} {workdir}>
 #     (--workers2: --target-cmd fwd2=15331=<... {workdir} 2>)
 # followed by the arguments given here, which win (argparse keeps the last value;
-# --target-cmd is additive). Results: bench/.harness/runs/<UTC stamp>/results.md,
+# --target-cmd is additive).
+# --python PY runs the forwarder on interpreter PY (from bench/.venv-<PY path>, built on
+# first use with the project installed editable) and adds the target py-echo-rd.fwd: the
+# batched-read echo on that same interpreter, so the hit path is compared with the socket
+# ceiling of the Python it runs on. Results: bench/.harness/runs/<UTC stamp>/results.md,
 # also reachable as bench/.harness/runs/latest. Exit status: the harness's, or 3 if
 # any measured row ended in an error (the harness itself records those and goes on).
 #
@@ -44,7 +49,7 @@ die() { echo "bench/run.sh: $*" >&2; exit 2; }
 shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
 # ------------------------------------------------------------------ arguments
-workers2=0 no_fwd=0 setup_only=0 help=0 report=""
+workers2=0 no_fwd=0 setup_only=0 help=0 report="" python=""
 out=""
 pass=()
 while [ $# -gt 0 ]; do
@@ -60,6 +65,10 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || die "--out needs a directory"
       out="$2"; pass+=("$1" "$2"); shift ;;
     --out=*) out="${1#--out=}"; pass+=("$1") ;;
+    --python)
+      [ $# -ge 2 ] || die "--python needs an interpreter"
+      python="$2"; shift ;;
+    --python=*) python="${1#--python=}" ;;
     *) pass+=("$1") ;;
   esac
   shift
@@ -75,8 +84,31 @@ if [ "$help" = 1 ]; then
   exit 0
 fi
 
-# ------------------------------------------------------------------ the fwd target(s)
+# ------------------------------------------------------------------ the interpreter
+ECHO_PORT=15313
 tcmds=()
+compare=()
+if [ -n "$python" ] && [ -z "$report" ]; then
+  py="$(command -v -- "$python")" || die "--python $python: not found"
+  py="$(readlink -f -- "$py")"
+  pyvenv="$here/.venv-$(printf '%s' "$py" | tr -c 'A-Za-z0-9.' '-')"
+  if ! "$pyvenv/bin/python" -c 'import forwarder, uvloop' 2>/dev/null; then
+    echo "bench/run.sh: building $pyvenv from $py"
+    rm -rf -- "$pyvenv"
+    "$py" -m venv "$pyvenv" || die "--python $py: cannot build a venv (Debian: python3-venv)"
+    "$pyvenv/bin/pip" install --quiet --disable-pip-version-check -e "$repo" \
+      || die "--python $py: installing the project into $pyvenv failed"
+  fi
+  echo "bench/run.sh: fwd and py-echo-rd.fwd run on $("$pyvenv/bin/python" -VV | head -1)"
+  export FORWARDER="${FORWARDER:-$pyvenv/bin/forwarder}"
+  if [ "$setup_only" = 0 ]; then
+    tcmds+=(--target-cmd "py-echo-rd.fwd=$ECHO_PORT=exec $(shq "$pyvenv/bin/python") \
+{bench}/ref/echo_udp.py --port {port} --reader")
+    compare=(--compare-to "dnsmasq,unbound,dnsdist,py-echo-rd,py-echo-rd.fwd")
+  fi
+fi
+
+# ------------------------------------------------------------------ the fwd target(s)
 if [ "$setup_only" = 0 ] && [ -z "$report" ] && [ "$no_fwd" = 0 ]; then
   if [ -n "${BENCH_TARGET_CMD:-}" ]; then
     cmd1="$BENCH_TARGET_CMD"
@@ -158,7 +190,7 @@ run_dir="$(mkdir -p -- "$out" && cd -- "$out" && pwd -P)"
 
 defaults=(--targets "dnsmasq,unbound,dnsdist,py-echo-rd" --workloads "hit,miss"
           --modes "sat1,rate")
-args=("${defaults[@]}" "${tcmds[@]}" "${pass[@]}")
+args=("${defaults[@]}" "${compare[@]}" "${tcmds[@]}" "${pass[@]}")
 printf 'bench/run.sh: %s/run.sh' "$H"
 printf ' %q' "${args[@]}"
 echo
