@@ -26,6 +26,7 @@ import dnslib
 from forwarder import wire
 
 MAX_TTL = 2**31 - 1
+MAX_ANSWER = wire.MAX_MESSAGE - 11  # room for our OPT record (without EDE texts)
 _NAME_TYPES = {5: dnslib.CNAME, 2: dnslib.NS, 12: dnslib.PTR, 39: dnslib.DNAME}
 _TYPE_TXT = 16
 _TYPE_OPT = 41
@@ -170,7 +171,8 @@ def build_answer(
     Records are `Record`s (checked with `to_record` first) or dnslib records from `to_rr`.
     The question section is the client's own bytes (`q.question`), so its letter case is
     kept and `wire.finish` can patch the reply as it patches any other.
-    Raises ValueError when a record's data is invalid.
+    Raises ValueError when a record's data is invalid, or when the answer would not fit in
+    a DNS message with our OPT record.
     """
     flags = wire.QR | wire.RA | (q.flags & (wire.RD | wire.CD)) | (wire.AA if aa else 0)
     msg = dnslib.DNSRecord(dnslib.DNSHeader(id=0, bitmap=flags | (rcode & 0xF)))
@@ -185,6 +187,9 @@ def build_answer(
         packed = msg.pack()
     except dnslib.DNSError as e:
         raise ValueError(f"cannot build the answer: {e}") from None
+    if len(packed) > MAX_ANSWER:
+        raise ValueError(f"the answer is {len(packed):,} bytes, more than a DNS message "
+                         f"can carry ({MAX_ANSWER:,} with our OPT record)")
     end = 12 + len(q.question)
     if packed[12:end].lower() != q.question.lower():  # pointers below assume this layout
         raise ValueError("the question did not pack as it was received")

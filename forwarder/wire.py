@@ -35,6 +35,7 @@ OPTION_EDE = 15
 UPSTREAM_UDP_SIZE = 1232  # DNS flag day 2020: avoids IP fragmentation
 SERVER_UDP_SIZE = 1232  # what the forwarder advertises to its clients
 MIN_UDP_SIZE = 512
+MAX_MESSAGE = 65_535  # what a TCP length prefix can carry
 
 
 class Rcode(IntEnum):
@@ -403,7 +404,8 @@ def finish(
 
     Patches the client's ID, RD bit and question bytes (the client's letter case), clears AD
     unless the client asked for it (DO or AD), adds our OPT when the client sent EDNS, and
-    truncates to *udp_size* (0 for TCP: no limit) with TC set and the question kept.
+    truncates to *udp_size* (0 for TCP: the 65,535 bytes a length prefix can carry) with TC
+    set and the question kept.
     """
     flags = U16.unpack_from(reply_wire, 2)[0]
     flags = (flags & ~(RD | 0xF)) | (q_flags & RD) | (rcode & 0xF) | QR | RA
@@ -419,9 +421,10 @@ def finish(
         opt = b""
         out = b"".join((ID_FLAGS.pack(q_id, flags), reply_wire[4:12], question,
                         reply_wire[12 + qlen :]))
-    if udp_size and len(out) > udp_size:
+    limit = udp_size or MAX_MESSAGE
+    if len(out) > limit:
         out = HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question + opt
-        if len(out) > udp_size:  # long EDE texts: the client retries over TCP anyway
+        if len(out) > limit:  # long EDE texts: the client retries over TCP anyway
             out = (HEADER.pack(q_id, flags | TC, 1, 0, 0, 1 if edns else 0) + question
                    + opt_record(rcode, do, None))
     return out

@@ -14,6 +14,7 @@ from typing import Any
 
 import dns.edns
 import dns.exception
+import dns.flags
 import dns.message
 import dns.rcode
 import dns.rdatatype
@@ -361,6 +362,34 @@ async def test_garbage_verdict_is_servfail(tmp_path: Path, upstream: FakeUpstrea
     assert code == 0 and text.startswith("hook garbage: on_query: returned ")
     assert hook_errors("garbage", "invalid_verdict") == before + 1
     assert upstream.received == []
+
+
+@pytest.mark.parametrize(("phase", "verdict"), [("on_query", "Answer"),
+                                              ("on_response", "Replace")])
+async def test_answer_no_message_can_carry_is_servfail(
+        tmp_path: Path, upstream: FakeUpstream, transport: str, phase: str,
+        verdict: str) -> None:
+    """An Answer or Replace bigger than a DNS message (65,535 bytes) is the hook's error:
+    SERVFAIL saying so, counted, and other names are answered as before."""
+    args = "ctx" if phase == "on_query" else "ctx, response"
+    path = write_hook(tmp_path, "huge", f"""
+        from forwarder.hooks import {verdict}
+        def {phase}({args}):
+            if ctx.qname == "huge.example.com":
+                return {verdict}([(ctx.qname, "TXT", 5, "x" * 250)] * 300)
+    """)
+    before = hook_errors("huge", "invalid_verdict")
+    async with running(with_hooks({"up": [upstream.addr]}, {"path": path})) as srv:
+        r = await ask(srv, transport, "huge.example.com", "TXT")
+        other = await ask(srv, transport, "www.example.com")
+    assert r.rcode() == dns.rcode.SERVFAIL and not r.flags & dns.flags.TC
+    ((code, text),) = ede_of(r)
+    assert code == 0
+    assert text.startswith(f"hook huge: {phase}: {verdict} cannot be sent: the answer is ")
+    assert "more than a DNS message can carry" in text
+    assert hook_errors("huge", "invalid_verdict") == before + 1
+    assert other.rcode() == dns.rcode.NOERROR
+    assert [rr.address for rr in other.answer[0]] == ["192.0.2.1"]
 
 
 # --- configuration -----------------------------------------------------------------------------

@@ -151,6 +151,25 @@ def test_finish_truncates_keeping_question() -> None:
     assert not whole.flags & dns.flags.TC and len(whole.answer[0]) == 5
 
 
+def test_tcp_reply_never_outgrows_its_length_prefix() -> None:
+    """Over TCP nothing truncates, but a reply that our OPT pushes past 65,535 bytes cannot
+    be framed: it goes out truncated (question kept) instead of failing to send."""
+    q = dns.message.make_query("big.example", "TXT", use_edns=0)
+    p = wire.parse_query(q.to_wire())
+    resp = dns.message.make_response(q)
+    resp.use_edns(False)
+    # 246 records of 266 bytes and one of 63: 65,531 bytes with the header and question
+    texts = [f'"{"x" * 250}{i:03}"' for i in range(246)] + [f'"{"y" * 50}"']
+    resp.answer.append(dns.rrset.from_text("big.example.", 60, "IN", "TXT", *texts))
+    internal = resp.to_wire()
+    assert wire.MAX_MESSAGE - 11 < len(internal) <= wire.MAX_MESSAGE
+    out = wire.finish(p.id, p.flags, p.question, True, False, 0, internal, 0, None)
+    r = dns.message.from_wire(out)
+    assert len(out) <= wire.MAX_MESSAGE
+    assert r.flags & dns.flags.TC and r.answer == []
+    assert r.question[0].name.to_text() == "big.example."
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("Example.COM.", b"\x07example\x03com\x00"), (".", b"\x00"), ("", b"\x00")])
 def test_text_to_name(text: str, expected: bytes) -> None:
