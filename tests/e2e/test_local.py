@@ -166,16 +166,25 @@ async def test_hosts_file_and_records_together(upstream: FakeUpstream, transport
     assert addresses(own) == ["10.0.100.21", "10.0.100.22"]
 
 
-def test_bad_hosts_file_is_a_config_error_naming_the_line(upstream: FakeUpstream,
-                                                          tmp_path: Path) -> None:
+@pytest.mark.parametrize(("line", "reason"), [
+    ("10.0.300.1 broken", "'10.0.300.1' is not an IP address"),
+    ("10.0.100.9 *.internal.example.com",
+     "'*.internal.example.com' is not a host name: wildcards are not supported in hosts "
+     "files; use records"),
+    ("10.0.100.9", "expected an address and at least one name, found '10.0.100.9'"),
+    ("10.0.100.9 caf\u00e9.internal.example.com", "names and addresses must be ASCII"),
+])
+def test_bad_hosts_file_is_a_config_error_naming_the_line(
+        upstream: FakeUpstream, tmp_path: Path, line: str, reason: str) -> None:
     hosts = tmp_path / "hosts"
-    hosts.write_text("10.0.100.21 internal.example.com\n# fine so far\n10.0.300.1 broken\n")
+    hosts.write_text(f"10.0.100.21 internal.example.com\n# fine so far\n{line}\n",
+                     encoding="utf-8")
     cfg = config_mod.from_data(local_config(upstream, hosts_file=str(hosts)))
     with pytest.raises(ConfigError) as e:
         Server(cfg)
     (problem,) = e.value.problems
     assert problem.path == "zones[1].hosts_file"
-    assert "line 3" in problem.reason and "'10.0.300.1' is not an IP address" in problem.reason
+    assert f"{hosts}: line 3: {reason}" in problem.reason
 
 
 async def test_reload_with_broken_hosts_file_keeps_serving(upstream: FakeUpstream,
