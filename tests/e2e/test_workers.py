@@ -30,6 +30,7 @@ import yaml
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from forwarder.workers import STOP_TIMEOUT
 from tests.conftest import free_port, poll_process
 from tests.fakes import FakeUpstream
 
@@ -295,6 +296,34 @@ async def test_workers_that_keep_dying_stop_the_server(tmp_path: Path,
         assert fwd.proc is not None
         assert await asyncio.wait_for(fwd.proc.wait(), 20.0) == 1
         assert "after 5 restarts within 60 s; stopping" in fwd.log.read_text()
+
+
+@pytest.mark.slow
+async def test_a_worker_stuck_in_a_hook_is_killed_at_the_stop_deadline(
+        tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Workers: a worker whose event loop is stuck (a plain hook function that never returns)
+    cannot drain on SIGTERM; STOP_TIMEOUT seconds later the supervisor kills it, leaves no
+    worker behind and exits 1."""
+    hook = tmp_path / "stuck.py"
+    hook.write_text("import time\n"
+                    "def on_query(ctx):\n"
+                    "    if ctx.qname == 'stuck.example.com':\n"
+                    "        time.sleep(120)\n")
+    cfg = config(upstream, free_port(), free_port(socket.SOCK_STREAM))
+    cfg["hooks"] = [{"path": str(hook)}]
+    async with forwarder(tmp_path, cfg) as fwd:
+        workers = fwd.children()
+        with pytest.raises(dns.exception.Timeout):
+            await fwd.ask("stuck.example.com", timeout=0.5)
+        assert fwd.proc is not None
+        began = time.monotonic()
+        fwd.proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(fwd.proc.wait(), STOP_TIMEOUT + 10) == 1
+        assert time.monotonic() - began >= STOP_TIMEOUT - 1
+        log = fwd.log.read_text()
+        assert f"1 worker(s) still running {STOP_TIMEOUT:.0f} s after SIGTERM: killing them" \
+            in log
+        assert not any(os.path.exists(f"/proc/{pid}") for pid in workers)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
