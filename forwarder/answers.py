@@ -27,13 +27,8 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from forwarder import netsets
+from forwarder.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_HTTPS, TYPE_SVCB
 
-TYPE_A = 1
-TYPE_CNAME = 5
-TYPE_AAAA = 28
-TYPE_SVCB = 64
-TYPE_HTTPS = 65
-CLASS_IN = 1
 SECTION_ANSWER = 1
 SECTION_AUTHORITY = 2
 SECTION_ADDITIONAL = 3

@@ -28,12 +28,6 @@ from forwarder import wire
 MAX_TTL = 2**31 - 1
 MAX_ANSWER = wire.MAX_MESSAGE - 11  # room for our OPT record (without EDE texts)
 _NAME_TYPES = {5: dnslib.CNAME, 2: dnslib.NS, 12: dnslib.PTR, 39: dnslib.DNAME}
-_TYPE_TXT = 16
-_TYPE_OPT = 41
-RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-               5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH",
-               10: "NOTZONE", 16: "BADVERS"}
-RCODES = {v: k for k, v in RCODE_NAMES.items()}
 
 
 class Record(NamedTuple):
@@ -55,7 +49,7 @@ class Sections(NamedTuple):
 
 
 def rcode_to_text(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode) or f"RCODE{rcode}"
+    return wire.RCODE_NAMES.get(rcode) or f"RCODE{rcode}"
 
 
 def rcode_from(value: object) -> int:
@@ -63,8 +57,8 @@ def rcode_from(value: object) -> int:
     ValueError or TypeError."""
     if isinstance(value, str):
         text = value.strip().upper()
-        if text in RCODES:
-            return RCODES[text]
+        if text in wire.RCODES:
+            return wire.RCODES[text]
         if text.startswith("RCODE") and text[5:].isdigit():
             value = int(text[5:])
         else:
@@ -143,7 +137,7 @@ def _rdata(rtype: int, type_text: str, value: str) -> Any:
     if rtype in _NAME_TYPES:
         wire.text_to_name(value)
         return _NAME_TYPES[rtype](value if value.endswith(".") else value + ".")
-    if rtype == _TYPE_TXT:
+    if rtype == wire.TYPE_TXT:
         if value.startswith('"'):
             return dnslib.TXT(_parse_strings(value))
         raw = value.encode("utf-8")
@@ -211,7 +205,7 @@ def parse_sections(data: bytes) -> Sections:
 def _records(rrs: list[dnslib.RR]) -> tuple[Record, ...]:
     return tuple(
         Record(_name_text(rr.rname), type_to_text(rr.rtype), rr.ttl, _value_text(rr))
-        for rr in rrs if rr.rtype != _TYPE_OPT
+        for rr in rrs if rr.rtype != wire.TYPE_OPT
     )
 
 
@@ -227,7 +221,7 @@ def _value_text(rr: dnslib.RR) -> str:
         return f"\\# {len(raw)} {raw.hex()}" if raw else "\\# 0"
     if rr.rtype in _NAME_TYPES:
         return _name_text(rdata.label)
-    if rr.rtype == _TYPE_TXT:
+    if rr.rtype == wire.TYPE_TXT:
         return " ".join(_quote(s) for s in rdata.data)
     return str(rdata.toZone())
 

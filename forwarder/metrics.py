@@ -69,8 +69,8 @@ TIME_BUCKETS = (0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064
 
 FOLDED_QTYPES = frozenset({"A", "AAAA", "CNAME", "HTTPS", "SVCB", "MX", "TXT", "PTR", "SRV",
                            "NS", "SOA", "DS", "DNSKEY", "ANY", "CAA"})
-RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
-               5: "REFUSED", 16: "BADVERS"}
+FOLDED_RCODES = frozenset({"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+                           "BADVERS"})
 
 
 def qtype_label(qtype: int) -> str:
@@ -79,7 +79,8 @@ def qtype_label(qtype: int) -> str:
 
 
 def rcode_label(rcode: int) -> str:
-    return RCODE_NAMES.get(rcode, "other")
+    name = wire.RCODE_NAMES.get(rcode)
+    return name if name in FOLDED_RCODES else "other"
 
 
 # --- queries and responses -------------------------------------------------------------------

@@ -28,7 +28,10 @@ AD = 0x0020
 CD = 0x0010
 OPCODE_MASK = 0x7800
 
-TYPE_OPT = 41
+# record types the forwarder looks at itself
+TYPE_A, TYPE_CNAME, TYPE_SOA, TYPE_TXT, TYPE_AAAA, TYPE_OPT = 1, 5, 6, 16, 28, 41
+TYPE_SVCB, TYPE_HTTPS, TYPE_ANY = 64, 65, 255
+CLASS_IN = 1
 EDNS_DO = 0x8000
 OPTION_EDE = 15
 
@@ -60,6 +63,11 @@ class Ede(IntEnum):
     NO_REACHABLE_AUTHORITY = 22
     NETWORK_ERROR = 23
 
+
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP",
+               5: "REFUSED", 6: "YXDOMAIN", 7: "YXRRSET", 8: "NXRRSET", 9: "NOTAUTH",
+               10: "NOTZONE", 16: "BADVERS"}
+RCODES = {v: k for k, v in RCODE_NAMES.items()}
 
 QTYPES = {
     "A": 1, "NS": 2, "CNAME": 5, "SOA": 6, "PTR": 12, "MX": 15, "TXT": 16, "AAAA": 28,
@@ -260,8 +268,6 @@ def reply_matches(data: bytes, ident: int, qname: bytes, qtype: int, qclass: int
         return False
     return data[end : end + 4] == struct.pack("!HH", qtype, qclass)
 
-
-TYPE_SOA = 6
 
 # what walk_records finds: [(TTL offset, TTL, counts for the entry's TTL)], the answer
 # count, and the negative TTL of the first authority SOA (None without one)

@@ -90,7 +90,6 @@ DEFAULT_POLICY_TTL = 30
 MAX_ENTRY_BYTES = 4096  # bigger answers (TCP only) are not cached: memory stays bounded
 FRONT_LIMIT = 10_000  # distinct query byte strings remembered per second at most
 FRONT_MAX_QUERY = 512  # longer queries (padding, many options) are not remembered
-TYPE_SOA = 6
 NOERROR = int(wire.Rcode.NOERROR)
 NXDOMAIN = int(wire.Rcode.NXDOMAIN)
 SERVFAIL = int(wire.Rcode.SERVFAIL)

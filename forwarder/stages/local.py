@@ -34,17 +34,19 @@ from forwarder import names, wire
 from forwarder.config import model
 from forwarder.errors import ConfigError, ConfigProblem
 from forwarder.query import Query, Reply
+from forwarder.wire import (
+    CLASS_IN,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_ANY,
+    TYPE_CNAME,
+    TYPE_SOA,
+    TYPE_TXT,
+)
 
 if TYPE_CHECKING:
     from forwarder.runtime import Runtime
 
-TYPE_A = 1
-TYPE_SOA = 6
-TYPE_CNAME = 5
-TYPE_TXT = 16
-TYPE_AAAA = 28
-TYPE_ANY = 255
-CLASS_IN = 1
 MAX_CHAIN = 8  # CNAME hops followed inside one zone
 _OTHER = 0  # key of the answer for a type no name in the zone has
 _CHASED = (TYPE_A, TYPE_AAAA, TYPE_TXT, _OTHER)

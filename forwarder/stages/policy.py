@@ -55,6 +55,7 @@ from forwarder import answers, message, metrics, names, netsets, recordstrip, wi
 from forwarder.config import model
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
+from forwarder.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SOA
 
 if TYPE_CHECKING:
     from forwarder.runtime import Runtime
@@ -65,7 +66,6 @@ log = logging.getLogger("forwarder.policy")
 V = model.Violation
 NOERROR, SERVFAIL, NXDOMAIN, REFUSED = 0, 2, 3, 5
 BLOCKED, FORGED = int(wire.Ede.BLOCKED), int(wire.Ede.FORGED_ANSWER)
-TYPE_A, TYPE_CNAME, TYPE_SOA, TYPE_AAAA = 1, 5, 6, 28
 
 SOA_MNAME = "forwarder.invalid"
 SOA_RNAME = "hostmaster.forwarder.invalid"
