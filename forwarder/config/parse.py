@@ -2,204 +2,29 @@
 
 Every problem is collected (not just the first) as `ConfigProblem(path, reason)`, where
 path reads like `zones[2].upstream`. Unknown keys are problems: a typo must not silently
-do nothing.
+do nothing. This module knows the sections and their fields; `values` reads each value.
 """
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 import os
-import re
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from forwarder import wire
 from forwarder.config import model
+from forwarder.config.values import (
+    Reader,
+    as_text,
+    kind_of,
+    parse_name,
+    parse_network,
+    parse_qtype,
+    parse_server,
+)
 from forwarder.errors import ConfigProblem
 
-T = TypeVar("T")
 RESOLV_CONF = "/etc/resolv.conf"
-
-
-class Reader:
-    """Reads one YAML mapping at a field path, recording problems instead of raising."""
-
-    def __init__(self, problems: list[ConfigProblem], path: str, data: Any, known: set[str]):
-        self.problems = problems
-        self.path = path
-        self.ok = True
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            self.fail("", f"expected a mapping, found {_kind(data)}")
-            data = {}
-            self.ok = False
-        self.data: dict[str, Any] = data
-        for key in data:
-            if key not in known:
-                hint = difflib.get_close_matches(str(key), sorted(known), n=1)
-                extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-                known_list = ", ".join(sorted(known))
-                self.fail(str(key), f"unknown key{extra}; expected one of: {known_list}")
-
-    def at(self, key: str) -> str:
-        if not key:
-            return self.path
-        if key.startswith("["):
-            return f"{self.path}{key}"
-        return f"{self.path}.{key}" if self.path else key
-
-    def fail(self, key: str, reason: str) -> None:
-        self.problems.append(ConfigProblem(self.at(key), reason))
-
-    def has(self, key: str) -> bool:
-        return key in self.data and self.data[key] is not None
-
-    def get(self, key: str, default: T, convert: Callable[[Any], T]) -> T:
-        if not self.has(key):
-            return default
-        try:
-            return convert(self.data[key])
-        except (ValueError, TypeError) as e:
-            self.fail(key, str(e))
-            return default
-
-    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-        return self.get(key, default, lambda v: _bounded(_int(v), lo, hi))
-
-    def number(self, key: str, default: float, lo: float | None = None,
-               hi: float | None = None) -> float:
-        return self.get(key, default, lambda v: _bounded(_float(v), lo, hi))
-
-    def duration(self, key: str, default: float, lo: float = 0.0) -> float:
-        return self.get(key, default, lambda v: _bounded(parse_duration(v), lo, None))
-
-    def boolean(self, key: str, default: bool) -> bool:
-        return self.get(key, default, _bool)
-
-    def text(self, key: str, default: T) -> str | T:
-        return self.get(key, default, _str)
-
-    def choice(self, key: str, default: T, enum: Callable[[str], T], names: list[str]) -> T:
-        def convert(v: Any) -> T:
-            try:
-                return enum(_str(v).lower())
-            except ValueError:
-                raise ValueError(f"{v!r} is not one of: {', '.join(names)}") from None
-
-        return self.get(key, default, convert)
-
-    def items(self, key: str) -> list[tuple[str, Any]]:
-        """Answers (path, item) for each element of a list field (a scalar counts as one)."""
-        if not self.has(key):
-            return []
-        value = self.data[key]
-        if not isinstance(value, list):
-            value = [value]
-        return [(self.at(f"{key}[{i}]"), v) for i, v in enumerate(value)]
-
-
-def _kind(v: Any) -> str:
-    kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
-             int: "a number", float: "a number", type(None): "nothing"}
-    return kinds.get(type(v), type(v).__name__)
-
-
-def _bounded(v: T, lo: Any, hi: Any) -> T:
-    if lo is not None and v < lo:
-        raise ValueError(f"{v} is below the minimum {lo}")
-    if hi is not None and v > hi:
-        raise ValueError(f"{v} is above the maximum {hi}")
-    return v
-
-
-def _int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise ValueError(f"expected a whole number, found {_kind(v)} {v!r}")
-    return v
-
-
-def _float(v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        raise ValueError(f"expected a number, found {_kind(v)} {v!r}")
-    return float(v)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"expected true or false, found {_kind(v)} {v!r}")
-    return v
-
-
-def _str(v: Any) -> str:
-    if isinstance(v, bool) or not isinstance(v, str | int | float):
-        raise ValueError(f"expected a string, found {_kind(v)}")
-    return str(v)
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-
-
-def parse_duration(v: Any) -> float:
-    """Answers seconds for `1.5`, `"50ms"`, `"2s"`, `"5m"`, `"1h"`. Raises ValueError."""
-    if isinstance(v, int | float) and not isinstance(v, bool):
-        return float(v)
-    m = _DURATION.match(str(v)) if isinstance(v, str) else None
-    if not m:
-        raise ValueError(f"expected a duration such as 1.5, 50ms, 2s or 5m, found {v!r}")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}[m.group(2)]
-    return float(m.group(1)) * scale
-
-
-def parse_network(v: Any) -> model.Network:
-    try:
-        return ipaddress.ip_network(_str(v).strip(), strict=False)
-    except ValueError:
-        raise ValueError(f"{v!r} is not an IP network (such as 10.0.0.0/8 or fc00::/7)") from None
-
-
-def parse_server(v: Any, any_port: bool = False) -> model.Server:
-    """Answers a Server for `ip`, `ip:port` or `[v6]:port`; *any_port* admits port 0 (a
-    listening address where the system picks the port). Raises ValueError."""
-    text = _str(v).strip()
-    host, port = text, 53
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ValueError(f"{text!r}: missing ']' in [v6]:port")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":") or not rest[1:].isdigit():
-                raise ValueError(f"{text!r}: expected [v6]:port")
-            port = int(rest[1:])
-    elif text.count(":") == 1:
-        host, _, p = text.partition(":")
-        if not p.isdigit():
-            raise ValueError(f"{text!r}: port {p!r} is not a number")
-        port = int(p)
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(f"{text!r} is not an IP address (ip, ip:port or [v6]:port)") from None
-    if not (0 if any_port else 1) <= port < 65536:
-        raise ValueError(f"{text!r}: port {port} is out of range")
-    return model.Server(host, port)
-
-
-def parse_name(v: Any, wildcard: bool = False) -> str:
-    text = _str(v).strip().lower().rstrip(".")
-    body = text[2:] if wildcard and text.startswith("*.") else text
-    if body:
-        try:
-            wire.text_to_name(body)
-        except (ValueError, UnicodeEncodeError) as e:
-            raise ValueError(f"{v!r} is not a domain name: {e}") from None
-    return text or "."
-
-
-def parse_qtype(v: Any) -> int:
-    return wire.qtype_from_text(_str(v))
 
 
 def resolv_conf_servers(path: str | None = None) -> tuple[model.Server, ...]:
@@ -331,7 +156,7 @@ HEALTH_KEYS = {"enabled", "interval", "timeout", "name", "type", "rise", "fall",
 def _groups(top: Reader, problems: list[ConfigProblem]) -> tuple[model.UpstreamGroup, ...]:
     section = top.data.get("upstreams") or {}
     if not isinstance(section, dict):
-        top.fail("upstreams", f"expected a mapping of group names, found {_kind(section)}")
+        top.fail("upstreams", f"expected a mapping of group names, found {kind_of(section)}")
         section = {}
     out = []
     for name, body in section.items():
@@ -475,10 +300,10 @@ RECORD_TYPES = ("A", "AAAA", "CNAME", "TXT")
 def parse_record(name: Any, rtype: Any, value: Any, ttl: int) -> model.LocalRecord:
     """Validates one local record. Raises ValueError naming what is wrong."""
     owner = parse_name(name, wildcard=True)
-    t = _str(rtype).upper()
+    t = as_text(rtype).upper()
     if t not in RECORD_TYPES:
         raise ValueError(f"type {rtype!r} is not one of: {', '.join(RECORD_TYPES)}")
-    text = _str(value).strip()
+    text = as_text(value).strip()
     if t == "A":
         if not isinstance(ipaddress.ip_address(text), ipaddress.IPv4Address):
             raise ValueError(f"{text!r} is not an IPv4 address")
@@ -521,7 +346,7 @@ POLICY_KEYS = {"protected", "allowed", "on_violation", "rewrite", "fallback", "t
 def _policies(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Policy, ...]:
     section = top.data.get("policies") or {}
     if not isinstance(section, dict):
-        top.fail("policies", f"expected a mapping of policy names, found {_kind(section)}")
+        top.fail("policies", f"expected a mapping of policy names, found {kind_of(section)}")
         return ()
     out = []
     actions = [v.value for v in model.Violation]
@@ -568,7 +393,8 @@ def _rewrites(policy: Reader, problems: list[ConfigProblem]) -> tuple[
         return ()
     section = policy.data["rewrite"]
     if not isinstance(section, dict):
-        policy.fail("rewrite", f"expected a mapping of names to addresses, found {_kind(section)}")
+        policy.fail("rewrite",
+                    f"expected a mapping of names to addresses, found {kind_of(section)}")
         return ()
     out = []
     for key, body in section.items():
@@ -582,12 +408,12 @@ def _rewrites(policy: Reader, problems: list[ConfigProblem]) -> tuple[
         a, aaaa = [], []
         for ipath, v in r.items("A"):
             try:
-                a.append(str(ipaddress.IPv4Address(_str(v))))
+                a.append(str(ipaddress.IPv4Address(as_text(v))))
             except ValueError:
                 problems.append(ConfigProblem(ipath, f"{v!r} is not an IPv4 address"))
         for ipath, v in r.items("AAAA"):
             try:
-                aaaa.append(str(ipaddress.IPv6Address(_str(v))))
+                aaaa.append(str(ipaddress.IPv6Address(as_text(v))))
             except ValueError:
                 problems.append(ConfigProblem(ipath, f"{v!r} is not an IPv6 address"))
         cname = r.get("CNAME", None, lambda v: parse_name(v, wildcard=True))
@@ -678,7 +504,7 @@ def _hooks(top: Reader, problems: list[ConfigProblem]) -> tuple[model.HookSettin
             continue
         options = r.data.get("options") or {}
         if not isinstance(options, dict):
-            r.fail("options", f"expected a mapping, found {_kind(options)}")
+            r.fail("options", f"expected a mapping, found {kind_of(options)}")
             options = {}
         out.append(model.HookSettings(hook_path, r.duration("timeout", 0.05, 0.001),
                                       tuple(options.items())))

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import exposition
 
 from forwarder import metrics
-from forwarder.config.parse import parse_server
+from forwarder.config.values import parse_server
 from forwarder.upstream import health
 
 if TYPE_CHECKING:
