@@ -7,6 +7,7 @@ import asyncio
 import errno
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -15,7 +16,7 @@ from forwarder import config as config_mod
 from forwarder import metrics, runtime
 from forwarder.config.model import START_ONLY, Config, Listener
 from forwarder.errors import ConfigError
-from forwarder.listeners import tcp, udp
+from forwarder.listeners import sockets, tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
 
 log = logging.getLogger("forwarder")
@@ -88,12 +89,13 @@ class Server:
         port = listener.port
         udp_sock = None
         if "udp" in listener.protocols:
-            udp_sock = udp.bind(listener, limits.udp_buffer, self.reuse_port)
+            udp_sock = sockets.bind(listener, socket.SOCK_DGRAM, self.reuse_port,
+                                    limits.udp_buffer)
             port = udp_sock.getsockname()[1]  # port 0: TCP takes the same port
         if "tcp" in listener.protocols:
             bound = type(listener)(listener.address, port, listener.protocols)
             try:
-                sock = tcp.bind(bound, self.reuse_port)
+                sock = sockets.bind(bound, socket.SOCK_STREAM, self.reuse_port)
             except OSError as e:
                 if udp_sock is not None:
                     udp_sock.close()

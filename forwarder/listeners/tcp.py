@@ -10,32 +10,13 @@ import struct
 import time
 
 from forwarder import metrics
-from forwarder.config.model import Limits, Listener
+from forwarder.config.model import Limits
 from forwarder.pipeline import DROP, Accounting, Pipeline
 from forwarder.query import Query, Reply, receive
 
 log = logging.getLogger("forwarder")
 
 LENGTH = struct.Struct("!H")
-
-
-def bind(listener: Listener, reuse_port: bool = False) -> socket.socket:
-    """Binds a listening TCP socket for *listener*. Raises OSError."""
-    family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((listener.address, listener.port))
-        sock.listen(1024)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class TcpListener:

@@ -8,7 +8,6 @@ per datagram than asyncio's datagram transport on the default loop (bench/RESULT
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
 import time
@@ -16,7 +15,6 @@ from collections.abc import Coroutine
 from typing import Any
 
 from forwarder import metrics
-from forwarder.config.model import Listener
 from forwarder.pipeline import DROP, Accounting, Pipeline
 from forwarder.query import Query, Reply, receive
 from forwarder.runtime import Runtime
@@ -24,27 +22,6 @@ from forwarder.runtime import Runtime
 log = logging.getLogger("forwarder")
 
 BATCH = 64
-
-
-def bind(listener: Listener, buffer_size: int, reuse_port: bool = False) -> socket.socket:
-    """Binds a non-blocking UDP socket for *listener*. Raises OSError."""
-    family = socket.AF_INET6 if ":" in listener.address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        if reuse_port:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            # the kernel caps this at net.core.rmem_max/wmem_max; a smaller buffer still works
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, opt, buffer_size)
-        sock.bind((listener.address, listener.port))
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
 
 
 class UdpListener:
