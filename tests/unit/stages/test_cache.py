@@ -8,6 +8,7 @@ the upstream group hands them to the pipeline. A fake clock drives every TTL.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
 from collections.abc import Iterable
@@ -641,6 +642,25 @@ def test_cache_disabled_builds_nothing() -> None:
     assert rt.cache is None
     build(cfg, rt, None)
     assert rt.cache is None
+
+
+def test_entries_cost_the_garbage_collector_nothing() -> None:
+    """5,000 cached answers leave (next to) nothing for the collector once a young
+    collection has looked at them, so full collections do not grow with the cache (with
+    entries as objects they were all tracked: 60-90 ms per full collection at 100,000)."""
+    cache, _clock, cfg = make_cache(max_entries=10_000)
+    first = ask(cfg, "shape.example")
+    cache.put(first, upstream_reply(first, "A 192.0.2.1"))
+    gc.collect(1)
+    before = len(gc.get_objects())
+    for i in range(5_000):
+        q = ask(cfg, f"n{i:05}.example")
+        cache.put(q, upstream_reply(q, "A 192.0.2.1"))
+    gc.collect(1)
+    assert len(cache) == 5_001
+    assert len(gc.get_objects()) - before < 100
+    hit = cache.get(ask(cfg, "n00042.example"))  # still answers, aged by the clock
+    assert hit is not None and seen(ask(cfg, "n00042.example"), hit).answer
 
 
 # --- memory -----------------------------------------------------------------------------------
