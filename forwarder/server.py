@@ -33,10 +33,11 @@ class Service(Protocol):
 
 def _service_factories() -> tuple[Callable[[Server], Service | None], ...]:
     """Background services in start order; each answers a Service, or None when unused."""
+    from forwarder import collector
     from forwarder.listeners import http
     from forwarder.upstream import health
 
-    return (health.service, http.service)
+    return (health.service, http.service, collector.service)
 
 
 class Server:

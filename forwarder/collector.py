@@ -1,0 +1,61 @@
+"""Keeps the garbage collector's pauses short: a young-generation collection every second.
+
+CPython collects its youngest generation when the objects allocated there outnumber those
+freed by 700. A forwarder at steady state frees about as many as it allocates (a stored
+answer evicts an old one), so no collection may run for minutes while new cache entries
+pile up unexamined, and the collection that finally runs walks all of them at once. The
+cache stores its entries as tuples the collector stops tracking once it has looked at them
+(stages/cache.py); this service has it look every second, so each pass sees about one
+second of new entries and none of them reaches the old generation, whose full collections
+would otherwise walk every entry (60-90 ms with 100,000 entries on a 2.5 GHz VM core).
+
+Once serving, what exists (modules, functions, the first configuration: some 30,000
+objects that live as long as the process) is frozen out of every later collection, which
+then costs well under a millisecond instead of some 20 ms. A reload thaws it again, so
+the configuration it replaced can be collected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from typing import Any
+
+INTERVAL = 1.0  # seconds between young collections
+
+
+class YoungCollector:
+    """Runs `gc.collect(1)` every *interval* seconds while the collector is enabled, and
+    freezes what exists when the server starts serving, until a reload or the stop."""
+
+    def __init__(self, interval: float = INTERVAL) -> None:
+        self.interval = interval
+        self._timer: asyncio.TimerHandle | None = None
+
+    async def start(self) -> None:
+        gc.freeze()
+        self._schedule()
+
+    def reloaded(self, ok: bool) -> None:
+        if ok:
+            gc.unfreeze()
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        gc.unfreeze()  # what the server leaves behind may be collected again
+
+    def _schedule(self) -> None:
+        self._timer = asyncio.get_running_loop().call_later(self.interval, self._collect)
+
+    def _collect(self) -> None:
+        if gc.isenabled():  # whoever turned it off wants no collections at all
+            gc.collect(1)
+        self._schedule()
+
+
+def service(server: Any) -> YoungCollector:
+    collector = YoungCollector()
+    server.on_reload.append(collector.reloaded)
+    return collector
