@@ -90,6 +90,8 @@ DEFAULT_POLICY_TTL = 30
 MAX_ENTRY_BYTES = 4096  # bigger answers (TCP only) are not cached: memory stays bounded
 FRONT_LIMIT = 10_000  # distinct query byte strings remembered per second at most
 FRONT_MAX_QUERY = 512  # longer queries (padding, many options) are not remembered
+SHARED_OFFSETS_LIMIT = 4096  # answer shapes whose TTL offsets entries share ...
+SHARED_OFFSETS_MAX_LEN = 8  # ... for answers of at most this many records
 NOERROR = int(wire.Rcode.NOERROR)
 NXDOMAIN = int(wire.Rcode.NXDOMAIN)
 SERVFAIL = int(wire.Rcode.SERVFAIL)
@@ -193,7 +195,9 @@ class Cache:
         self._ints: dict[int, int] = {}  # TTL values shared between entries
         self._judged: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
         # TTL offsets shared between entries: answers of one shape have the same ones, and
-        # an entry holding an already untracked tuple is untracked at its first collection
+        # an entry holding an already untracked tuple is untracked at its first collection.
+        # Only short ones, and the table starts over when full: its memory stays small
+        # whatever shapes the answers take.
         self._offsets: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.hits = 0  # counted here and folded into the metrics on collection
         self.misses = 0
@@ -574,8 +578,11 @@ class Cache:
             ttl = self._ints.setdefault(ttl, ttl) if len(self._ints) < 65_536 else ttl
         body = data[:12] + data[qend:] if buf is None else bytes(buf[:12] + buf[qend:])
         offsets = tuple([r[0] for r in records])
-        if len(self._offsets) < 65_536:
-            offsets = self._offsets.setdefault(offsets, offsets)
+        if len(offsets) <= SHARED_OFFSETS_MAX_LEN:
+            shared = self._offsets
+            if len(shared) >= SHARED_OFFSETS_LIMIT:
+                shared.clear()
+            offsets = shared.setdefault(offsets, offsets)
         judged = (q.verdict, q.action)
         judged = self._judged.setdefault(judged, judged)  # a few shared tuples, not one each
         return (body, offsets, reply.ede, self._second, ttl, judged, 0, 0)

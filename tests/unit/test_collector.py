@@ -61,3 +61,24 @@ async def test_freezes_from_start_until_reload_or_stop() -> None:
     finally:
         await collector.stop()
     assert gc.get_freeze_count() == 0
+
+
+async def test_frozen_while_any_server_in_the_process_serves() -> None:
+    """Several servers in one process (tests, `forwarder lab`): the stop of one leaves the
+    others frozen; the reload callbacks come and go with each collector."""
+    first_reloads: list[object] = []
+    second_reloads: list[object] = []
+    first = YoungCollector(on_reload=first_reloads)
+    second = YoungCollector(on_reload=second_reloads)
+    try:
+        await first.start()
+        await second.start()
+        assert len(first_reloads) == len(second_reloads) == 1
+        await second.stop()
+        assert second_reloads == []
+        assert gc.get_freeze_count() > 0
+    finally:
+        await first.stop()
+        await second.stop()
+    assert first_reloads == []
+    assert gc.get_freeze_count() == 0
