@@ -67,7 +67,7 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from forwarder import metrics, wire
 from forwarder.config import model
@@ -78,6 +78,7 @@ if TYPE_CHECKING:
     from forwarder.runtime import Runtime
 
 log = logging.getLogger("forwarder")
+T = TypeVar("T")
 
 TTL = struct.Struct("!I")
 KEY_EXTRA = struct.Struct("!HHBHH")  # qtype, qclass, DO<<1|CD, rule index, group id
@@ -90,6 +91,7 @@ DEFAULT_POLICY_TTL = 30
 MAX_ENTRY_BYTES = 4096  # bigger answers (TCP only) are not cached: memory stays bounded
 FRONT_LIMIT = 10_000  # distinct query byte strings remembered per second at most
 FRONT_MAX_QUERY = 512  # longer queries (padding, many options) are not remembered
+SHARED_LIMIT = 65_536  # TTL values and policy verdicts entries share
 SHARED_OFFSETS_LIMIT = 4096  # answer shapes whose TTL offsets entries share ...
 SHARED_OFFSETS_MAX_LEN = 8  # ... for answers of at most this many records
 NOERROR = int(wire.Rcode.NOERROR)
@@ -119,6 +121,14 @@ E_BODY, E_OFFSETS, E_EDE, E_STORED, E_TTL, E_JUDGED, E_AGE, E_HITS = range(8)
 
 def _rcode(entry: Entry) -> int:
     return entry[E_BODY][3] & 0xF
+
+
+def _shared(table: dict[T, T], value: T, limit: int) -> T:
+    """*value*, or the equal one *table* gave out before, so that entries share one object
+    (less memory); the table starts over once it holds *limit* values."""
+    if len(table) >= limit:
+        table.clear()
+    return table.setdefault(value, value)
 
 
 class FrontEntry:
@@ -196,8 +206,7 @@ class Cache:
         self._judged: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
         # TTL offsets shared between entries: answers of one shape have the same ones, and
         # an entry holding an already untracked tuple is untracked at its first collection.
-        # Only short ones, and the table starts over when full: its memory stays small
-        # whatever shapes the answers take.
+        # Only short ones: the table's memory stays small whatever shapes answers take.
         self._offsets: dict[tuple[int, ...], tuple[int, ...]] = {}
         self.hits = 0  # counted here and folded into the metrics on collection
         self.misses = 0
@@ -575,16 +584,12 @@ class Cache:
         if second != self._second:
             self._second = second
         if ttl > 256:  # small ints are shared by Python already
-            ttl = self._ints.setdefault(ttl, ttl) if len(self._ints) < 65_536 else ttl
+            ttl = _shared(self._ints, ttl, SHARED_LIMIT)
         body = data[:12] + data[qend:] if buf is None else bytes(buf[:12] + buf[qend:])
         offsets = tuple([r[0] for r in records])
         if len(offsets) <= SHARED_OFFSETS_MAX_LEN:
-            shared = self._offsets
-            if len(shared) >= SHARED_OFFSETS_LIMIT:
-                shared.clear()
-            offsets = shared.setdefault(offsets, offsets)
-        judged = (q.verdict, q.action)
-        judged = self._judged.setdefault(judged, judged)  # a few shared tuples, not one each
+            offsets = _shared(self._offsets, offsets, SHARED_OFFSETS_LIMIT)
+        judged = _shared(self._judged, (q.verdict, q.action), SHARED_LIMIT)
         return (body, offsets, reply.ede, self._second, ttl, judged, 0, 0)
 
     def _drop(self, key: bytes) -> None:
