@@ -30,7 +30,7 @@ _running = 0  # collectors started and not yet stopped in this process
 
 
 class YoungCollector:
-    """Runs `gc.collect(1)` every *interval* seconds while the collector is enabled, and
+    """Runs `gc.collect(1)` every *interval* seconds, and
     freezes what exists when the server starts serving, until a reload or the stop.
     *on_reload* is the server's list of reload callbacks, joined while running."""
 
@@ -71,8 +71,7 @@ class YoungCollector:
         self._timer = asyncio.get_running_loop().call_later(self.interval, self._collect)
 
     def _collect(self) -> None:
-        if gc.isenabled():  # whoever turned it off wants no collections at all
-            gc.collect(1)
+        gc.collect(1)
         self._schedule()
 
 

@@ -15,8 +15,7 @@ from forwarder.collector import YoungCollector
 
 @pytest.fixture
 def no_automatic_collections() -> Iterator[None]:
-    """Automatic collections off by threshold (not gc.disable(), which the service obeys),
-    so that any collection seen comes from the service."""
+    """Automatic collections off, so that any collection seen comes from the service."""
     old = gc.get_threshold()
     gc.set_threshold(1_000_000_000, 1_000_000_000, 1_000_000_000)
     try:
