@@ -26,7 +26,7 @@ import dnslib
 from forwarder import wire
 
 MAX_TTL = 2**31 - 1
-MAX_ANSWER = wire.MAX_MESSAGE - 11  # room for our OPT record (without EDE texts)
+MAX_ANSWER = wire.MAX_MESSAGE - len(wire.opt_record(0, False, None))  # room for our OPT
 _NAME_TYPES = {5: dnslib.CNAME, 2: dnslib.NS, 12: dnslib.PTR, 39: dnslib.DNAME}
 
 
