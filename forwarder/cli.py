@@ -7,21 +7,15 @@ usage, 3 `lab` expectations not met.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import sys
-from collections.abc import Coroutine
-from typing import Any
 
 from forwarder import __version__
-from forwarder import config as config_mod
 from forwarder.errors import ConfigError
+from forwarder.process.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_or_report, report
 
 log = logging.getLogger("forwarder")
-
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
-
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -81,49 +75,34 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG
 
 
-def load_or_report(path: str) -> config_mod.Config | None:
-    try:
-        return config_mod.load(path)
-    except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        print(f"{path}: {len(e.problems)} problem(s) found", file=sys.stderr)
-        return None
-
-
 def check_config(path: str) -> int:
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
-    from forwarder import hooks
+    from forwarder.hooks import runner
     from forwarder.stages import local
 
     try:
-        hooks.check(cfg)  # hook files must import, as they must on start and reload
+        runner.check(cfg)  # hook files must import, as they must on start and reload
         local.zones(cfg)  # hosts files must parse and local records fit together
     except ConfigError as e:
-        print(e.render(), file=sys.stderr)
-        print(f"{path}: {len(e.problems)} problem(s) found", file=sys.stderr)
+        report(e, path)
         return EXIT_CONFIG
     print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.upstreams)} upstream groups, "
           f"{len(cfg.policies)} policies)")
     return EXIT_OK
 
 
-def run_loop(coro: Coroutine[Any, Any, int]) -> int:
-    """Runs *coro* on uvloop when it is installed, else on the default loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro)
-    return uvloop.run(coro)
-
-
 def run(path: str, user: str | None = None, pid_file: str | None = None) -> int:
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
-    from forwarder import daemon
+    from forwarder.process import daemon
 
+    if cfg.workers > 1:
+        from forwarder.process import workers
+
+        return workers.main(cfg, path, user=user or cfg.user, pid_file=pid_file or cfg.pid_file)
     return daemon.main(cfg, path, user=user, pid_file=pid_file)
 
 

@@ -18,13 +18,14 @@ import sys
 import time
 from typing import TextIO
 
-from forwarder import message, runtime, wire
+from forwarder import runtime
 from forwarder.config import model
+from forwarder.dns import message, wire
 from forwarder.errors import ConfigError
-from forwarder.pipeline import DROP, Pipeline
-from forwarder.query import Query, Reply
+from forwarder.pipeline import Pipeline
+from forwarder.process import exits
+from forwarder.query import DROP, Query, Reply
 
-EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 CLIENT = ("127.0.0.1", 53000)
 INDENT = "    "
 
@@ -50,12 +51,12 @@ async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
         q = make_query(name, qtype)
     except (ValueError, UnicodeError) as e:
         print(f"forwarder explain: {e}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exits.EXIT_CONFIG
     try:
         rt = runtime.build(cfg)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)
-        return EXIT_CONFIG
+        return exits.EXIT_CONFIG
     try:
         pipeline = Pipeline(runtime.RuntimeHolder(rt))
         reply = pipeline.fast(q)
@@ -65,8 +66,8 @@ async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
         rt.close()
     report(cfg, q, reply, out)
     if reply is DROP or reply.answered_by == "error":
-        return EXIT_FAILURE
-    return EXIT_OK
+        return exits.EXIT_FAILURE
+    return exits.EXIT_OK
 
 
 def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
@@ -176,9 +177,9 @@ def _absolute(name: str) -> str:
 
 def main(name: str, qtype: str, config_path: str) -> int:
     """`forwarder explain NAME [TYPE] -c FILE`."""
-    from forwarder import cli
+    from forwarder.process import exits
 
-    cfg = cli.load_or_report(config_path)
+    cfg = exits.load_or_report(config_path)
     if cfg is None:
-        return EXIT_CONFIG
-    return cli.run_loop(explain(cfg, name, qtype))
+        return exits.EXIT_CONFIG
+    return exits.run_loop(explain(cfg, name, qtype))

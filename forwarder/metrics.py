@@ -27,9 +27,11 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, values
 from prometheus_client.registry import Collector
 
-from forwarder import __version__, wire
+from forwarder import __version__
 
 # no `_created` series: they double the exposition for a timestamp Prometheus does not need
+from forwarder.dns import wire
+
 prometheus_client.disable_created_metrics()
 
 REGISTRY = CollectorRegistry(auto_describe=True)

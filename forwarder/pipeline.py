@@ -14,17 +14,15 @@ import logging
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config.model import RuleAction
+from forwarder.dns import wire
 from forwarder.errors import HookError, UpstreamError
 from forwarder.query import Query, Reply, error_reply
 from forwarder.runtime import Runtime, RuntimeHolder
 from forwarder.upstream.group import Attempts, FirstTry, Group
 
 log = logging.getLogger("forwarder")
-
-DROP = Reply(b"", -1, "drop")  # a verdict: send nothing
-
 
 class Pipeline:
     """Resolves queries against the current Runtime of a RuntimeHolder."""

@@ -6,12 +6,13 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from forwarder import metrics, wire
+from forwarder import metrics
+from forwarder.dns import wire
 from forwarder.errors import DropPacket, FormError
 
 if TYPE_CHECKING:
     from forwarder.config.model import Rule
-    from forwarder.wire import Records
+    from forwarder.dns.wire import Records
 
 
 @dataclass(slots=True)
@@ -97,6 +98,9 @@ class Reply:
         return wire.finish(
             q.id, q.flags, q.question, q.edns, q.do, q.udp_size, self.wire, self.rcode, self.ede
         )
+
+
+DROP = Reply(b"", -1, "drop")  # a verdict: send nothing
 
 
 def receive(data: bytes, client: tuple[str, int], transport: str) -> Query | bytes | None:

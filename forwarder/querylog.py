@@ -21,13 +21,13 @@ import threading
 import time
 from typing import IO, TYPE_CHECKING, Any
 
-from forwarder import answers, message, metrics, wire
+from forwarder import metrics
 from forwarder.config import model
+from forwarder.dns import answers, message, wire
 from forwarder.errors import ConfigError, ConfigProblem
 
 if TYPE_CHECKING:
     from forwarder.query import Query, Reply
-    from forwarder.runtime import Runtime
 
 log = logging.getLogger("forwarder")
 
@@ -184,22 +184,18 @@ def format_line(item: tuple[Any, ...]) -> str:
     }, separators=(",", ":")) + "\n"
 
 
-def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.querylog` for *cfg* (left empty when the config does not use it). A reload
-    with unchanged settings keeps the running log. Raises ConfigError if the file cannot be
-    opened."""
+def build(cfg: model.Config, previous: QueryLog | None) -> QueryLog | None:
+    """The query log for *cfg* (None when the config does not use it). A reload with
+    unchanged settings keeps the running log (*previous*), reopening its file. Raises
+    ConfigError if the file cannot be opened."""
     settings = cfg.querylog
     if not settings.enabled:
-        return
-    old = previous.querylog if previous is not None else None
-    if isinstance(old, QueryLog) and old.settings == settings and not old._closed:
-        old.reopen()
-        old.owner = rt
-        rt.querylog = old
-        return
+        return None
+    if previous is not None and previous.settings == settings and not previous._closed:
+        previous.reopen()
+        return previous
     try:
-        rt.querylog = QueryLog(settings)
+        return QueryLog(settings)
     except OSError as e:
         raise ConfigError(cfg.source, [ConfigProblem(
             "querylog.path", f"cannot open {settings.path!r}: {e.strerror or e}")]) from None
-    rt.querylog.owner = rt

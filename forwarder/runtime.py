@@ -1,32 +1,22 @@
 """Runtime: the live object graph built from one Config (acl, router, groups, stages), and
 RuntimeHolder, the one reference the server swaps atomically on reload.
 
-Stages a config does not use are not built (None): they cost nothing on the query path.
+`build` is the one place a Runtime is assembled. Stages a config does not use are not
+built (None): they cost nothing on the query path.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
 
+from forwarder import querylog
 from forwarder.config import model
-from forwarder.query import Query, Reply
+from forwarder.hooks import runner as hook_runner
+from forwarder.stages import cache as cache_stage
+from forwarder.stages import local, policy, ratelimit
 from forwarder.stages.acl import Acl
 from forwarder.stages.router import Router
 from forwarder.upstream.group import Group, ServerState
-
-
-class LocalZone(Protocol):
-    def answer(self, q: Query) -> Reply: ...
-
-
-class AnswerPolicy(Protocol):
-    async def apply(self, q: Query, reply: Reply, group: Group, runtime: Runtime) -> Reply: ...
-
-    def decide(self, q: Query, reply: Reply, group: str) -> Any: ...
-
-    async def enforce(self, q: Query, violation: Any, group: Group,
-                      runtime: Runtime) -> Reply: ...
 
 
 @dataclass(eq=False)
@@ -35,14 +25,14 @@ class Runtime:
     acl: Acl
     router: Router
     groups: dict[str, Group]
-    local: dict[int, LocalZone] = field(default_factory=dict)  # by rule index
-    policies: dict[str, AnswerPolicy] = field(default_factory=dict)
-    cache: Any = None  # stages.cache.Cache
-    hooks: Any = None  # hooks.HookChain
-    rate_limiter: Any = None  # stages.ratelimit.RateLimiter
-    querylog: Any = None  # querylog.QueryLog
+    local: dict[int, local.LocalZone]  # by rule index
+    policies: dict[str, policy.AnswerPolicy]
+    cache: cache_stage.Cache | None
+    hooks: hook_runner.HookChain | None
+    rate_limiter: ratelimit.RateLimiter | None
+    querylog: querylog.QueryLog | None
     # the cache's wire front when every query may skip the pipeline on a repeat hit
-    wire_front: dict[bytes, Any] | None = None  # stages.cache.FrontEntry values
+    wire_front: dict[bytes, cache_stage.FrontEntry] | None
 
     def close(self) -> None:
         """Releases what this runtime owns once no query uses it any more."""
@@ -53,27 +43,48 @@ class Runtime:
 
 
 def preload() -> None:
-    """Imports everything building a runtime and serving needs, so that a process that
-    dropped privileges does not depend on reading the Python installation afterwards."""
+    """Imports everything serving needs, so that a process that dropped privileges does not
+    depend on reading the Python installation afterwards."""
     import encodings.idna  # noqa: F401  (asyncio encodes host names when it binds HTTP)
 
-    _builders()
     from forwarder.listeners import http  # noqa: F401
     from forwarder.upstream import health  # noqa: F401
 
 
-def _builders() -> tuple[Any, ...]:
-    """The optional parts, in build order: each takes (config, runtime, previous), sets its
-    attribute of the runtime (or leaves it None), and raises ConfigError when it cannot."""
-    from forwarder import hooks, querylog
-    from forwarder.stages import cache, local, policy, ratelimit
-
-    return (local.build, policy.build, cache.build, ratelimit.build, hooks.build, querylog.build)
-
-
 def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
-    """Builds the live objects for *cfg*; upstream server state (health, RTT) carries over
-    from *previous* for servers that stay. Raises ConfigError when a part cannot be built."""
+    """Builds the live objects for *cfg*; upstream server state (health, RTT), the cache,
+    rate-limit buckets and the query log carry over from *previous* where they still fit.
+    Raises ConfigError when a part cannot be built (a hook file, a hosts file, the query
+    log's file)."""
+    router = Router(cfg.rules)
+    groups = _groups(cfg, previous)
+    zones = local.zones(cfg)
+    hooks = hook_runner.build(cfg, router, groups)
+    cache = cache_stage.build(cfg, previous.cache if previous else None,
+                              previous.config if previous else None)
+    log = querylog.build(cfg, previous.querylog if previous else None)
+    rt = Runtime(
+        config=cfg,
+        acl=Acl(cfg.acl),
+        router=router,
+        groups=groups,
+        local=zones,
+        policies=policy.build(cfg),
+        cache=cache,
+        hooks=hooks,
+        rate_limiter=ratelimit.build(cfg, previous.rate_limiter if previous else None),
+        querylog=log,
+        wire_front=None,
+    )
+    if cache is not None:
+        cache.adopt(rt)
+    if log is not None:
+        log.owner = rt
+    rt.wire_front = wire_front(rt)
+    return rt
+
+
+def _groups(cfg: model.Config, previous: Runtime | None) -> dict[str, Group]:
     groups = {}
     for g in cfg.upstreams:
         old = previous.groups.get(g.name) if previous else None
@@ -82,14 +93,10 @@ def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
             by_label = {s.label: s for s in old.servers}
             servers = [by_label.get(s.label) or ServerState(g.name, s) for s in g.servers]
         groups[g.name] = Group(g, servers)
-    rt = Runtime(config=cfg, acl=Acl(cfg.acl), router=Router(cfg.rules), groups=groups)
-    for builder in _builders():
-        builder(cfg, rt, previous)
-    rt.wire_front = wire_front(rt)
-    return rt
+    return groups
 
 
-def wire_front(rt: Runtime) -> dict[bytes, Any] | None:
+def wire_front(rt: Runtime) -> dict[bytes, cache_stage.FrontEntry] | None:
     """The cache's wire front, or None when some stage must see every query: hooks, the
     rate limit, the query log, prefetch (counts hits), or rules that match client networks
     (the same bytes could then route differently for different clients)."""
@@ -98,7 +105,7 @@ def wire_front(rt: Runtime) -> dict[bytes, Any] | None:
             or rt.querylog is not None or cache.settings.prefetch
             or not rt.router.client_independent):
         return None
-    return cache.front  # type: ignore[no-any-return]
+    return cache.front
 
 
 class RuntimeHolder:

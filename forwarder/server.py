@@ -33,8 +33,8 @@ class Service(Protocol):
 
 def _service_factories() -> tuple[Callable[[Server], Service | None], ...]:
     """Background services in start order; each answers a Service, or None when unused."""
-    from forwarder import collector
     from forwarder.listeners import http
+    from forwarder.process import collector
     from forwarder.upstream import health
 
     return (health.service, http.service, collector.service)

@@ -17,7 +17,7 @@ import dns.rrset
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from forwarder import answers, netsets
+from forwarder.dns import answers, netsets
 
 
 def _response(qname: str, qtype: str, *rrsets: tuple[str, str, tuple[str, ...]]) -> bytes:

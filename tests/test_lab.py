@@ -16,6 +16,7 @@ import dns.message
 import dns.rcode
 
 from forwarder import lab
+from forwarder.process import exits
 
 FORWARDER = [sys.executable, "-m", "forwarder"]
 
@@ -65,7 +66,7 @@ async def test_broken_expectation_exits_3() -> None:
     # and released could be taken (by a TCP socket, or another test run) before it binds.
     code = await lab.run(port=0, scenarios=[good, impossible], out=out)
     text = out.getvalue()
-    assert code == lab.EXIT_MISMATCH == 3
+    assert code == exits.EXIT_MISMATCH == 3
     assert "1 of 2 scenarios as expected" in text
     assert "MISMATCH" in text
     assert "expected: asked r53-inbound, verdict 'pass', client got NOERROR 10.9.9.9" in text
@@ -87,7 +88,7 @@ async def test_forwarder_port_in_use_exits_1() -> None:
         blocker.bind(("127.0.0.1", 0))
         port = blocker.getsockname()[1]
         code = await lab.run(port=port, scenarios=lab.SCENARIOS[:1], out=io.StringIO())
-    assert code == lab.EXIT_FAILURE
+    assert code == exits.EXIT_FAILURE
 
 
 async def test_serve_answers_dig_until_sigterm() -> None:

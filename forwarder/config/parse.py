@@ -11,8 +11,7 @@ import ipaddress
 import os
 from typing import Any
 
-from forwarder import wire
-from forwarder.config import model
+import forwarder.config.model as model
 from forwarder.config.values import (
     Reader,
     as_text,
@@ -22,6 +21,7 @@ from forwarder.config.values import (
     parse_qtype,
     parse_server,
 )
+from forwarder.dns import wire
 from forwarder.errors import ConfigProblem
 
 RESOLV_CONF = "/etc/resolv.conf"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from forwarder import netsets
-from forwarder.config import model
+import forwarder.config.model as model
+from forwarder.dns import netsets
 from forwarder.errors import ConfigProblem
 
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from forwarder import wire
-from forwarder.config import model
+import forwarder.config.model as model
+from forwarder.dns import wire
 from forwarder.errors import ConfigProblem
 
 T = TypeVar("T")

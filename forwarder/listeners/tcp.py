@@ -11,8 +11,8 @@ import time
 
 from forwarder import metrics
 from forwarder.config.model import Limits
-from forwarder.pipeline import DROP, Accounting, Pipeline
-from forwarder.query import Query, Reply, receive
+from forwarder.pipeline import Accounting, Pipeline
+from forwarder.query import DROP, Query, Reply, receive
 
 log = logging.getLogger("forwarder")
 

@@ -15,8 +15,8 @@ from collections.abc import Coroutine
 from typing import Any
 
 from forwarder import metrics
-from forwarder.pipeline import DROP, Accounting, Pipeline
-from forwarder.query import Query, Reply, receive
+from forwarder.pipeline import Accounting, Pipeline
+from forwarder.query import DROP, Query, Reply, receive
 from forwarder.runtime import Runtime
 
 log = logging.getLogger("forwarder")

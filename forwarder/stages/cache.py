@@ -69,8 +69,9 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, TypeVar
 
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config import model
+from forwarder.dns import wire
 from forwarder.errors import FormError, UpstreamError
 from forwarder.query import Query, Reply
 
@@ -632,19 +633,17 @@ def _walk(data: bytes) -> wire.Records:
     return records
 
 
-def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.cache` for *cfg* (None when `cache.enabled` is false). The previous runtime's
-    cache, entries and all, carries over when the cache settings, zone rules, policies and
-    upstream groups are unchanged; any change there starts an empty cache."""
+def build(cfg: model.Config, previous: Cache | None,
+          previous_cfg: model.Config | None) -> Cache | None:
+    """The cache for *cfg* (None when `cache.enabled` is false). The *previous* cache (made
+    for *previous_cfg*), entries and all, carries over when the cache settings, zone rules,
+    policies and upstream groups are unchanged; any change there starts an empty cache."""
     if not cfg.cache.enabled:
-        return
-    old = previous.cache if previous is not None else None
-    if (isinstance(old, Cache) and not old.closed
-            and _same_answers(previous.config, cfg)):  # type: ignore[union-attr]
-        rt.cache = old
-    else:
-        rt.cache = Cache(cfg)
-    rt.cache.adopt(rt)
+        return None
+    if (previous is not None and previous_cfg is not None and not previous.closed
+            and _same_answers(previous_cfg, cfg)):
+        return previous
+    return Cache(cfg)
 
 
 def _same_answers(old: model.Config, new: model.Config) -> bool:

@@ -28,13 +28,10 @@ import ipaddress
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-from forwarder import names, wire
 from forwarder.config import model
-from forwarder.errors import ConfigError, ConfigProblem
-from forwarder.query import Query, Reply
-from forwarder.wire import (
+from forwarder.dns import names, wire
+from forwarder.dns.wire import (
     CLASS_IN,
     TYPE_A,
     TYPE_AAAA,
@@ -43,9 +40,8 @@ from forwarder.wire import (
     TYPE_SOA,
     TYPE_TXT,
 )
-
-if TYPE_CHECKING:
-    from forwarder.runtime import Runtime
+from forwarder.errors import ConfigError, ConfigProblem
+from forwarder.query import Query, Reply
 
 MAX_CHAIN = 8  # CNAME hops followed inside one zone
 _OTHER = 0  # key of the answer for a type no name in the zone has
@@ -288,12 +284,6 @@ def _soa(apex: bytes, rule: model.Rule) -> bytes:
 
 
 # --- building ---------------------------------------------------------------------------------
-
-
-def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.local` to a LocalZone per local rule. Raises ConfigError for records outside
-    the rule's match, conflicting CNAMEs, or a hosts file that cannot be read or parsed."""
-    rt.local = zones(cfg)
 
 
 def zones(cfg: model.Config) -> dict[int, LocalZone]:

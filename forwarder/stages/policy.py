@@ -7,7 +7,7 @@ What is judged: when the query name, a name of the answer's CNAME chain or the o
 answer address lies under a `protected` suffix, every address of the answer section (A,
 AAAA, HTTPS/SVCB ipv4hint/ipv6hint) must lie in `allowed` (IPv4-mapped and NAT64 addresses
 count as their IPv4 address). Anything else is a violation. The walking and judging is
-`forwarder.answers`; this module decides what to do about the verdict:
+`forwarder.dns.answers`; this module decides what to do about the verdict:
 
 - pass: the answer goes on unchanged, except that additional-section addresses of a
   protected answer are removed (allowed or not: clients never need them, and they escape
@@ -51,11 +51,12 @@ import logging
 import struct
 from typing import TYPE_CHECKING, NamedTuple
 
-from forwarder import answers, message, metrics, names, netsets, recordstrip, wire
+from forwarder import metrics
 from forwarder.config import model
+from forwarder.dns import answers, message, names, netsets, recordstrip, wire
+from forwarder.dns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SOA
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
-from forwarder.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_SOA
 
 if TYPE_CHECKING:
     from forwarder.runtime import Runtime
@@ -568,6 +569,6 @@ def _rule_name(q: Query) -> str:
     return q.rule.name if q.rule is not None else "none"
 
 
-def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.policies` for *cfg* (left empty when the config does not use it)."""
-    rt.policies = {p.name: AnswerPolicy(p) for p in cfg.policies}
+def build(cfg: model.Config) -> dict[str, AnswerPolicy]:
+    """The compiled policies of *cfg*, by name."""
+    return {p.name: AnswerPolicy(p) for p in cfg.policies}

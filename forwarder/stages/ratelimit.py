@@ -11,15 +11,11 @@ that have refilled (idle clients: the same as no bucket) are swept, then the old
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING
 
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config import model
-from forwarder.pipeline import DROP
-from forwarder.query import Query, Reply, error_reply
-
-if TYPE_CHECKING:
-    from forwarder.runtime import Runtime
+from forwarder.dns import wire
+from forwarder.query import DROP, Query, Reply, error_reply
 
 MAX_BUCKETS = 100_000
 _DROP, _REFUSE = ("drop",), ("refuse",)  # the forwarder_rate_limited_total action labels
@@ -45,7 +41,7 @@ class RateLimiter:
         return len(self._buckets)
 
     def check(self, q: Query) -> Reply | None:
-        """Answers None when *q* is within its client's limit, else pipeline.DROP or a
+        """Answers None when *q* is within its client's limit, else query.DROP or a
         REFUSED reply. Uses the query's arrival time as the clock."""
         host = q.client[0]
         prefix = self._prefixes.get(host)
@@ -108,14 +104,13 @@ class RateLimiter:
         self._buckets = buckets
 
 
-def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.rate_limiter` for *cfg* (None when `rate_limit.qps` is 0). Buckets carry over
-    a reload that keeps the same settings, so a reload does not reset anyone's limit."""
+def build(cfg: model.Config, previous: RateLimiter | None) -> RateLimiter | None:
+    """The rate limiter for *cfg* (None when `rate_limit.qps` is 0). Buckets carry over a
+    reload that keeps the same settings (*previous*), so a reload does not reset anyone's
+    limit."""
     settings = cfg.rate_limit
     if settings.qps <= 0:
-        return
-    old = previous.rate_limiter if previous is not None else None
-    if isinstance(old, RateLimiter) and old._settings == settings:
-        rt.rate_limiter = old
-    else:
-        rt.rate_limiter = RateLimiter(settings)
+        return None
+    if previous is not None and previous._settings == settings:
+        return previous
+    return RateLimiter(settings)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from forwarder.config import model
-from forwarder.names import SuffixTable
+from forwarder.dns.names import SuffixTable
 from forwarder.stages.acl import Acl
 
 

@@ -9,8 +9,9 @@ import logging
 import secrets
 import time
 
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config import model
+from forwarder.dns import wire
 from forwarder.errors import FormError, UpstreamError
 from forwarder.query import Query, Reply
 from forwarder.upstream import selection

@@ -25,8 +25,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from forwarder import answers, metrics, netsets, wire
+from forwarder import metrics
 from forwarder.config import model
+from forwarder.dns import answers, netsets, wire
 from forwarder.errors import UpstreamError
 from forwarder.upstream.group import Group, ServerState
 from forwarder.upstream.transports import tcp, udp
@@ -39,6 +40,8 @@ log = logging.getLogger("forwarder")
 RECHECK = 1.0  # seconds: how soon a reload's new groups are noticed without a wake-up
 CLASS_IN = 1
 EVERY_NAME = answers.SuffixSet(["."])  # a canary judges its own name, protected or not
+
+DEFAULT_ALLOWED = netsets.NetworkSet.parse(model.DEFAULT_ALLOWED)  # a canary without a policy
 
 CANARY_NONE = "none"
 CANARY_PENDING = "pending"
@@ -104,7 +107,7 @@ def canary_policy(cfg: model.Config, group: str) -> model.Policy | None:
 def canary_allowed(policy: model.Policy | None) -> tuple[str, netsets.NetworkSet]:
     """The name and allowed networks of a canary's policy (canary_policy)."""
     if policy is None:
-        return "default", netsets.DEFAULT_ALLOWED
+        return "default", DEFAULT_ALLOWED
     return policy.name, netsets.NetworkSet.parse(policy.allowed)
 
 

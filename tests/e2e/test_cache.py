@@ -19,7 +19,8 @@ import dns.message
 import dns.rcode
 import dns.rdatatype
 
-from forwarder import metrics, wire
+from forwarder import metrics
+from forwarder.dns import wire
 from forwarder.query import Query, Reply
 from forwarder.server import Server
 from forwarder.stages.cache import Cache

@@ -18,7 +18,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from forwarder import metrics, wire
+from forwarder import metrics
+from forwarder.dns import wire
 from tests.conftest import forwarder_config, query, running
 from tests.fakes import Delay, FakeUpstream, Received, WrongSource, answers, reply, udp_raw
 

@@ -309,7 +309,7 @@ async def test_status_line_counts_the_groups_rules_forward_to(
         upstream: FakeUpstream, upstream2: FakeUpstream) -> None:
     """The status line (systemd's STATUS=) counts the groups forwarding rules use, once
     each, and how many of them have a server up; a refusing rule adds no group."""
-    from forwarder.daemon import status_line
+    from forwarder.process.daemon import status_line
 
     cfg = forwarder_config({"a": [upstream.addr], "b": [upstream2.addr]}, zones=[
         {"match": "a.example", "upstream": "a"}, {"match": "x.a.example", "upstream": "a"},

@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from forwarder import config as config_mod
-from forwarder import hooks
 from forwarder.errors import ConfigError
+from forwarder.hooks import runner
 from forwarder.server import Server
 from tests.conftest import forwarder_config, logged_queries, query, running
 from tests.fakes import FakeUpstream, answers
@@ -63,7 +63,7 @@ def test_each_example_loads_with_its_documented_options(path: Path, tmp_path: Pa
     (tmp_path / "hooks" / path.name).write_text(path.read_text())
     cfg = forwarder_config({"up": ["127.0.0.1:5399"]}, hooks=[entry], **documented)
     loaded = config_mod.from_data(cfg, str(tmp_path / "forwarder.yaml"))
-    assert hooks.check(loaded) == 1
+    assert runner.check(loaded) == 1
 
 
 # --- (1) steer a tenant's subnet to another resolver group -------------------------------------

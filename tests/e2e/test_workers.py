@@ -30,7 +30,7 @@ import yaml
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
-from forwarder.workers import STOP_TIMEOUT
+from forwarder.process.workers import STOP_TIMEOUT
 from tests.conftest import free_port, poll_process
 from tests.fakes import FakeUpstream
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from forwarder import cli, hookrunner
+from forwarder import cli
 from forwarder import config as config_mod
+from forwarder.hooks import runner as hookrunner
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "hooks.md"
 TEXT = DOC.read_text()

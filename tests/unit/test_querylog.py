@@ -11,8 +11,9 @@ import dns.message
 import dns.rrset
 import pytest
 
-from forwarder import metrics, querylog, wire
+from forwarder import metrics, querylog
 from forwarder.config import model
+from forwarder.dns import wire
 from forwarder.query import Query, Reply
 
 S3 = "s3.ap-northeast-1.amazonaws.com"

@@ -6,7 +6,7 @@ import asyncio
 import struct
 from collections.abc import Callable
 
-from forwarder import wire
+from forwarder.dns import wire
 
 
 async def exchange(

@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from forwarder import wire
+from forwarder.dns import wire
 
 
 async def exchange(

@@ -16,8 +16,9 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from forwarder import answers, metrics, wire
+from forwarder import metrics
 from forwarder.config import model
+from forwarder.dns import answers, wire
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
 from forwarder.stages import policy as policy_mod
@@ -659,15 +660,10 @@ async def test_long_address_and_network_lists_are_shortened() -> None:
 def test_build_compiles_every_policy() -> None:
     cfg = model.Config("<test>", (), (), (), (), policies=(
         model.Policy("a"), model.Policy("b", mode=model.PolicyMode.MONITOR)))
-
-    class Rt:
-        policies: dict[str, Any] = {}
-
-    rt = Rt()
-    policy_mod.build(cfg, rt, None)  # type: ignore[arg-type]
-    assert sorted(rt.policies) == ["a", "b"]
-    assert rt.policies["b"].monitor_only and not rt.policies["a"].monitor_only
-    assert answers.is_under(S3, rt.policies["a"].protected)
+    policies = policy_mod.build(cfg)
+    assert sorted(policies) == ["a", "b"]
+    assert policies["b"].monitor_only and not policies["a"].monitor_only
+    assert answers.is_under(S3, policies["a"].protected)
 
 
 @pytest.mark.parametrize(("name", "qtype", "records", "additional"), [

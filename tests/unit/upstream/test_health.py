@@ -11,8 +11,8 @@ import dns.rdatatype
 import pytest
 
 from forwarder import config as config_mod
-from forwarder import netsets, wire
 from forwarder.config import model
+from forwarder.dns import netsets, wire
 from forwarder.errors import UpstreamError
 from forwarder.server import Server
 from forwarder.upstream import health
@@ -114,7 +114,7 @@ async def test_canary_with_private_addresses_passes(upstream: FakeUpstream) -> N
     upstream.handler = answers({(S3, "A"): ["A 10.0.1.15", "A 10.0.2.15"]})
     canary = model.Canary(S3)
     passed, detail = await health.check_canary(make_group(upstream), canary, "default",
-                                               netsets.DEFAULT_ALLOWED)
+                                               health.DEFAULT_ALLOWED)
     assert passed
     assert detail.startswith(f"{S3} A resolved to 10.0.")
     assert "10.0.1.15" in detail and "10.0.2.15" in detail
@@ -124,7 +124,7 @@ async def test_canary_with_a_public_address_fails_and_says_which(upstream: FakeU
     """Canary: a Gateway endpoint answers the public S3 address; the detail names it."""
     upstream.handler = answers({(S3, "A"): ["A 10.0.1.15", "A 52.219.1.1"]})
     passed, detail = await health.check_canary(
-        make_group(upstream), model.Canary(S3), "private-only", netsets.DEFAULT_ALLOWED)
+        make_group(upstream), model.Canary(S3), "private-only", health.DEFAULT_ALLOWED)
     assert not passed
     assert "resolved to 52.219.1.1, outside the allowed networks of policy private-only" in detail
     assert "whole answer: " in detail and "10.0.1.15" in detail
@@ -136,7 +136,7 @@ async def test_canary_follows_cnames_to_the_addresses(upstream: FakeUpstream) ->
         f"{S3}. CNAME s3-r-w.ap-northeast-1.amazonaws.com.",
         "s3-r-w.ap-northeast-1.amazonaws.com. A 52.219.1.1"]})
     passed, detail = await health.check_canary(
-        make_group(upstream), model.Canary(S3), "default", netsets.DEFAULT_ALLOWED)
+        make_group(upstream), model.Canary(S3), "default", health.DEFAULT_ALLOWED)
     assert not passed and "52.219.1.1" in detail
 
 
@@ -156,7 +156,7 @@ async def test_canary_that_does_not_resolve_fails(upstream: FakeUpstream, answer
                                                   expected: str) -> None:
     upstream.handler = answers({(S3, "A"): answer})  # type: ignore[dict-item]
     passed, detail = await health.check_canary(
-        make_group(upstream), model.Canary(S3), "default", netsets.DEFAULT_ALLOWED)
+        make_group(upstream), model.Canary(S3), "default", health.DEFAULT_ALLOWED)
     assert not passed
     assert detail.startswith(f"{S3} A {expected}")
 
@@ -165,7 +165,7 @@ async def test_canary_through_a_dead_group_fails_with_the_group_error(
         upstream: FakeUpstream) -> None:
     upstream.handler = silent
     passed, detail = await health.check_canary(
-        make_group(upstream), model.Canary(S3, qtype=28), "default", netsets.DEFAULT_ALLOWED)
+        make_group(upstream), model.Canary(S3, qtype=28), "default", health.DEFAULT_ALLOWED)
     assert not passed
     assert detail.startswith(f"{S3} AAAA did not resolve: no upstream in group g answered")
 
@@ -189,7 +189,7 @@ def test_canary_policy_is_its_own_then_the_rules_then_the_default() -> None:
     name, allowed = health.canary_allowed(health.canary_policy(canary_config(), "r53"))
     assert name == "strict" and allowed.contains("10.1.1.1") and not allowed.contains("192.168.1.1")
     name, allowed = health.canary_allowed(health.canary_policy(cfg, "corp"))
-    assert (name, allowed) == ("default", netsets.DEFAULT_ALLOWED)
+    assert (name, allowed) == ("default", health.DEFAULT_ALLOWED)
 
 
 def test_groups_in_use_are_rule_targets_and_fallbacks_never_an_unused_system() -> None:

@@ -10,7 +10,7 @@ import socket
 import dns.message
 import pytest
 
-from forwarder import wire
+from forwarder.dns import wire
 from forwarder.upstream.transports import udp
 from tests.fakes import Delay, FakeUpstream, reply
 

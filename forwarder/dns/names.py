@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Generic, TypeVar
 
-from forwarder import wire
+from forwarder.dns import wire
 
 T = TypeVar("T")
 

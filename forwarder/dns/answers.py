@@ -11,7 +11,7 @@ This module owns the data side of the answer policy (DESIGN.md "Answer policy"):
 - `judge` applies a protected-suffix set and an allowed `NetworkSet` to a scan.
 
 What to *do* about a verdict (rewrite, refuse, strip, ...) is the policy stage's job;
-`forwarder.recordstrip` removes records from the wire for it.
+`forwarder.dns.recordstrip` removes records from the wire for it.
 
 The result types are immutable NamedTuples rather than frozen dataclasses: this code
 runs for every forwarded answer and builds one per address, and a frozen dataclass
@@ -26,8 +26,8 @@ import struct
 from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
-from forwarder import netsets
-from forwarder.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_HTTPS, TYPE_SVCB
+from forwarder.dns import netsets
+from forwarder.dns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_HTTPS, TYPE_SVCB
 
 SECTION_ANSWER = 1
 SECTION_AUTHORITY = 2
@@ -482,9 +482,6 @@ class SuffixSet:
 
     def __repr__(self) -> str:
         return f"SuffixSet({sorted(self._set)!r})"
-
-
-DEFAULT_PROTECTED: SuffixSet = SuffixSet(netsets.DEFAULT_PROTECTED_SUFFIXES)
 
 
 def is_under(name: str, suffixes: SuffixSet | Iterable[str]) -> bool:

@@ -1,5 +1,6 @@
 """The public API for operators' hook files: verdict types, the read-only views a hook is
-given (`Context`, `Response`), and helpers. Loading and calling hooks is `hookrunner`'s job.
+given (`Context`, `Response`), and helpers. Loading and calling hooks is
+`forwarder.hooks.runner`'s job.
 
 A hook file defines ``on_query(ctx)`` and/or ``on_response(ctx, response)``, each plain or
 ``async``, and returns one of the verdicts below (None means `Continue`)::
@@ -24,15 +25,14 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-from forwarder import message, names, netsets, wire
 from forwarder.config import model
-from forwarder.message import Record
+from forwarder.dns import message, names, netsets, wire
+from forwarder.dns.message import Record
 
 if TYPE_CHECKING:
     import dnslib
 
     from forwarder.query import Query, Reply
-    from forwarder.runtime import Runtime
 
 __all__ = [
     "Answer", "Block", "Context", "Continue", "Drop", "QueryVerdict", "Record", "Refuse",
@@ -360,26 +360,3 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response(rcode={self.rcode!r}, answered_by={self.answered_by!r})"
-
-
-# --- the runtime side --------------------------------------------------------------------------
-
-
-def build(cfg: model.Config, rt: Runtime, previous: Runtime | None) -> None:
-    """Sets `rt.hooks` to the chain of hooks *cfg* names (left None when there are none).
-    Raises ConfigError when a hook file cannot be loaded."""
-    if not cfg.hooks:
-        return
-    from forwarder import hookrunner
-
-    rt.hooks = hookrunner.HookChain(hookrunner.load_hooks(cfg), rt.router, rt.groups)
-
-
-def check(cfg: model.Config) -> int:
-    """Loads the hook files of *cfg* (as a reload would) and answers how many there are.
-    Raises ConfigError when one cannot be loaded."""
-    if not cfg.hooks:
-        return 0
-    from forwarder import hookrunner
-
-    return len(hookrunner.load_hooks(cfg))

@@ -1,4 +1,4 @@
-"""Tests for forwarder.message: records read from and written to internal replies."""
+"""Tests for forwarder.dns.message: records read from and written to internal replies."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from forwarder import message, wire
-from forwarder.message import Record
+from forwarder.dns import message, wire
+from forwarder.dns.message import Record
 from forwarder.query import Query
 
 

@@ -12,7 +12,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from forwarder import wire
+from forwarder.dns import wire
 from forwarder.errors import DropPacket, FormError
 
 

@@ -33,17 +33,18 @@ import dnslib
 import yaml
 
 from forwarder import config as config_mod
-from forwarder import metrics, wire
+from forwarder import metrics
 from forwarder.config.model import PolicyMode, RuleAction
+from forwarder.dns import wire
 from forwarder.errors import ConfigError
-from forwarder.labresolvers import RESOLVERS, TOKYO_VPCE, SimulatedResolver
+from forwarder.lab.resolvers import RESOLVERS, TOKYO_VPCE, SimulatedResolver
 from forwarder.pipeline import Accounting
+from forwarder.process import exits
 from forwarder.query import Query, Reply
 from forwarder.server import Server
 
 log = logging.getLogger("forwarder")
 
-EXIT_OK, EXIT_FAILURE, EXIT_MISMATCH = 0, 1, 3
 QUERY_TIMEOUT = 3.0
 _SHOWN_ADDRESSES = 2
 
@@ -363,7 +364,7 @@ async def run(serve: bool = False, port: int = 5353,
             await server.stop(deadline=0.5)
         for resolver in resolvers:
             await resolver.stop()
-        return EXIT_FAILURE
+        return exits.EXIT_FAILURE
     try:
         print(f"forwarder lab: the forwarder on 127.0.0.1:{port} in front of simulated "
               "resolvers:", file=out)
@@ -378,7 +379,7 @@ async def run(serve: bool = False, port: int = 5353,
         render_policy_counters(out)
         failed = sum(not row.ok for row in rows)
         print(f"\n{len(rows) - failed} of {len(rows)} scenarios as expected", file=out)
-        code = EXIT_OK if not failed else EXIT_MISMATCH
+        code = exits.EXIT_OK if not failed else exits.EXIT_MISMATCH
         if serve:
             print_try_it(port, ports, wanted, server, source, out)
             out.flush()
@@ -440,13 +441,13 @@ async def wait_for_stop(stop: asyncio.Event | None) -> None:
 
 def main(serve: bool = False, port: int = 5353) -> int:
     """`forwarder lab [--serve] [--port N]` (port 0: any free port)."""
-    from forwarder import cli
+    from forwarder.process import exits
 
     if not 0 <= port < 65536:
         print(f"--port {port} is not a port number", file=sys.stderr)
-        return cli.EXIT_CONFIG
+        return exits.EXIT_CONFIG
     try:
-        return cli.run_loop(run(serve=serve, port=port))
+        return exits.run_loop(run(serve=serve, port=port))
     except KeyboardInterrupt:
-        return EXIT_OK
+        return exits.EXIT_OK
 

@@ -1,4 +1,4 @@
-"""Tests for forwarder.sdnotify: real datagrams on real AF_UNIX sockets."""
+"""Tests for forwarder.process.sdnotify: real datagrams on real AF_UNIX sockets."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from forwarder import sdnotify
+from forwarder.process import sdnotify
 
 
 @pytest.fixture

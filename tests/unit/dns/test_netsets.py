@@ -1,4 +1,4 @@
-"""Tests for forwarder.netsets: NetworkSet parsing, membership and the policy defaults."""
+"""Tests for forwarder.dns.netsets: NetworkSet parsing, membership and the policy defaults."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import random
 
 import pytest
 
-from forwarder import netsets
+from forwarder.config import model
+from forwarder.dns import netsets
 
-ALLOWED = netsets.DEFAULT_ALLOWED
+ALLOWED = netsets.NetworkSet.parse(model.DEFAULT_ALLOWED)
 
 
 @pytest.mark.parametrize(
@@ -61,7 +62,7 @@ def test_default_allowed_membership(address: str, inside: bool) -> None:
 def test_defaults() -> None:
     """The defaults are the five allowed networks and the four AWS service suffixes."""
     assert str(ALLOWED) == "10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7"
-    assert netsets.DEFAULT_PROTECTED_SUFFIXES == (
+    assert model.DEFAULT_PROTECTED == (
         "amazonaws.com",
         "amazonaws.com.cn",
         "api.aws",

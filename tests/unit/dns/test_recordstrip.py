@@ -9,8 +9,8 @@ import struct
 import dns.message
 import pytest
 
-from forwarder import answers, recordstrip
-from tests.unit.test_answers import (
+from forwarder.dns import answers, recordstrip
+from tests.unit.dns.test_answers import (
     A_10,
     A_52,
     ALLOWED,

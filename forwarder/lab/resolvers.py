@@ -11,7 +11,7 @@ import struct
 
 import dnslib
 
-from forwarder import wire
+from forwarder.dns import wire
 
 Records = dict[str, list[tuple[str, str]]]  # owner ("*.x" for a wildcard) -> [(type, value)]
 

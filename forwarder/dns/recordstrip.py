@@ -14,14 +14,14 @@ import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from forwarder.answers import (
+from forwarder.dns.answers import (
     SECTION_ADDITIONAL,
     SECTION_ANSWER,
     SECTION_AUTHORITY,
     Address,
     ScanError,
 )
-from forwarder.wire import HEADER, RR_FIXED
+from forwarder.dns.wire import HEADER, RR_FIXED
 
 _unpack_header = HEADER.unpack_from
 _unpack_rr = RR_FIXED.unpack_from  # type, class, ttl, rdlength

@@ -1,6 +1,6 @@
 """`workers: N`: a supervisor process and N forked worker processes sharing the ports.
 
-Each worker is a whole forwarder (forwarder/daemon.py `run_worker`): it binds its
+Each worker is a whole forwarder (forwarder/process/daemon.py `run_worker`): it binds its
 own listener sockets with SO_REUSEPORT, so the kernel spreads queries over the workers by
 client address and port, drops privileges and serves. The supervisor serves no queries; it
 keeps its privileges so that it can start a replacement that binds the same ports, and it:
@@ -40,11 +40,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from forwarder import cli, daemon, privileges
 from forwarder import config as config_mod
 from forwarder.config.model import START_ONLY, Config
 from forwarder.errors import ConfigError
-from forwarder.sdnotify import Notifier, watchdog_interval
+from forwarder.process import daemon, exits, privileges
+from forwarder.process.sdnotify import Notifier, watchdog_interval
 
 log = logging.getLogger("forwarder")
 
@@ -62,11 +62,11 @@ def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None =
     try:
         return Supervisor(cfg, path, user, pid_file).run()
     except KeyboardInterrupt:  # before the signal handlers were in place
-        return cli.EXIT_OK
+        return exits.EXIT_OK
     except Exception:
         log.exception("fatal error")
         print("forwarder stopped on an internal error", file=sys.stderr)
-        return cli.EXIT_FAILURE
+        return exits.EXIT_FAILURE
 
 
 # --- the supervisor ----------------------------------------------------------------------
@@ -114,11 +114,11 @@ class Supervisor:
         if privileges.running_as_root() and not self.user and not self.cfg.allow_root:
             log.error("refusing to serve as root: set `user:` (or --user) to drop privileges "
                       "after binding, or `allow_root: true`")
-            return cli.EXIT_FAILURE
+            return exits.EXIT_FAILURE
         if any(listener.port == 0 for listener in self.cfg.listen):
             log.error("workers: %d needs a fixed port for every listener: with port 0 each "
                       "worker would get a port of its own", self.count)
-            return cli.EXIT_CONFIG
+            return exits.EXIT_CONFIG
         try:
             self._metrics_mode()
             if self.pid_file:
@@ -126,7 +126,7 @@ class Supervisor:
         except (privileges.PrivilegeError, privileges.PidFileError, OSError) as e:
             log.error("%s", e)
             self._remove_metrics_dir()
-            return cli.EXIT_FAILURE
+            return exits.EXIT_FAILURE
         self._install_signals()
         try:
             for index in range(self.count):
@@ -141,7 +141,7 @@ class Supervisor:
             self._remove_metrics_dir()
             self._selector.close()
         log.info("stopped")
-        return self.exit_code or cli.EXIT_OK
+        return self.exit_code or exits.EXIT_OK
 
     # -- set-up ------------------------------------------------------------------------
 
@@ -197,7 +197,7 @@ class Supervisor:
         try:
             pid = os.fork()
             if pid == 0:
-                code = cli.EXIT_FAILURE
+                code = exits.EXIT_FAILURE
                 try:
                     os.close(read_fd)
                     self._become_worker(index)
@@ -284,7 +284,7 @@ class Supervisor:
             if signum == signal.SIGHUP:
                 self._reload()
             elif signum in (signal.SIGTERM, signal.SIGINT):
-                self._stop(cli.EXIT_OK, f"received {signal.Signals(signum).name}")
+                self._stop(exits.EXIT_OK, f"received {signal.Signals(signum).name}")
 
     def _read(self, worker: _Worker) -> None:
         try:
@@ -338,12 +338,12 @@ class Supervisor:
         if self.exit_code is not None:
             log.info("worker %d (pid %d) %s", worker.index, worker.pid, how)
             if not _clean_exit(status):
-                self.exit_code = cli.EXIT_FAILURE
+                self.exit_code = exits.EXIT_FAILURE
             return
         if not self.serving:
             log.error("worker %d (pid %d) %s before serving; stopping", worker.index,
                       worker.pid, how)
-            self._stop(cli.EXIT_FAILURE, f"worker {worker.index} could not start")
+            self._stop(exits.EXIT_FAILURE, f"worker {worker.index} could not start")
             return
         now = time.monotonic()
         while self.restarts and self.restarts[0] < now - RESTART_WINDOW:
@@ -351,7 +351,7 @@ class Supervisor:
         if len(self.restarts) >= RESTART_LIMIT:
             log.error("worker %d (pid %d) %s after %d restarts within %d s; stopping",
                       worker.index, worker.pid, how, len(self.restarts), RESTART_WINDOW)
-            self._stop(cli.EXIT_FAILURE, "workers keep exiting")
+            self._stop(exits.EXIT_FAILURE, "workers keep exiting")
             return
         self.restarts.append(now)
         log.warning("worker %d (pid %d) %s; restarting it", worker.index, worker.pid, how)
@@ -365,7 +365,7 @@ class Supervisor:
                           len(self.workers), STOP_TIMEOUT)
                 for worker in self.workers.values():
                     self._signal_worker(worker, signal.SIGKILL)
-                self.exit_code = cli.EXIT_FAILURE
+                self.exit_code = exits.EXIT_FAILURE
                 self.stop_deadline = now + STOP_TIMEOUT
             return
         for worker in self.workers.values():

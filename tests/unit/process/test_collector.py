@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from forwarder.collector import YoungCollector
+from forwarder.process.collector import YoungCollector
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for forwarder.hookrunner: loading hook files and calling them with a time limit."""
+"""Tests for forwarder.hooks.runner: loading hook files and calling them with a time limit."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from typing import Any
 import dns.message
 import pytest
 
-from forwarder import hookrunner, metrics, runtime
+from forwarder import metrics, runtime
 from forwarder.config import from_data
 from forwarder.errors import ConfigError, HookError
-from forwarder.pipeline import DROP
-from forwarder.query import Query, Reply
+from forwarder.hooks import runner as hookrunner
+from forwarder.query import DROP, Query, Reply
 
 
 def write_hook(directory: Path, name: str, body: str) -> Path:

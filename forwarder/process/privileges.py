@@ -7,7 +7,7 @@ nothing after the drop needs any capability:
    ``CAP_NET_BIND_SERVICE``);
 2. :func:`write_pid_file` if asked (``/run`` is writable only by root);
 3. :func:`drop_privileges` to the configured user;
-4. start serving, then tell systemd ``READY=1`` (see :mod:`forwarder.sdnotify`).
+4. start serving, then tell systemd ``READY=1`` (see :mod:`forwarder.process.sdnotify`).
 
 ``setuid`` from root to another user clears the permitted, effective and ambient
 capability sets (no ``SECBIT_KEEP_CAPS`` is set), so ``CAP_NET_BIND_SERVICE`` is gone

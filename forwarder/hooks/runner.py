@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any
 
-from forwarder import hooks, message, metrics, wire
+from forwarder import hooks, metrics
 from forwarder.config import model
+from forwarder.dns import message, wire
 from forwarder.errors import ConfigError, ConfigProblem, HookError
-from forwarder.pipeline import DROP
-from forwarder.query import Query, Reply, error_reply
+from forwarder.query import DROP, Query, Reply, error_reply
 from forwarder.stages.router import Router
 
 log = logging.getLogger("forwarder")
@@ -207,7 +207,7 @@ class HookChain:
 
     async def on_query(self, q: Query) -> Reply | None:
         """Runs every on_query hook: None to carry on (maybe rerouted), a Reply to answer
-        with, or pipeline.DROP. Raises HookError."""
+        with, or query.DROP. Raises HookError."""
         if q.rule is None:  # route first, so hooks see the rule and its group
             q.rule = self._router.route(q.qname, q.qtype, q.client[0])
         for hook in self._query_hooks:
@@ -341,3 +341,19 @@ def _kind(value: object) -> str:
     if isinstance(value, type):
         return f"the class {value.__name__}"
     return type(value).__name__
+
+
+def build(cfg: model.Config, router: Router, groups: Mapping[str, Any]) -> HookChain | None:
+    """The chain of hooks *cfg* names (None when there are none). Raises ConfigError when
+    a hook file cannot be loaded."""
+    if not cfg.hooks:
+        return None
+    return HookChain(load_hooks(cfg), router, groups)
+
+
+def check(cfg: model.Config) -> int:
+    """Loads the hook files of *cfg* (as a reload would) and answers how many there are.
+    Raises ConfigError when one cannot be loaded."""
+    if not cfg.hooks:
+        return 0
+    return len(load_hooks(cfg))

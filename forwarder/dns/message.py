@@ -12,7 +12,7 @@ dot, the type as text (``"A"``, ``"TYPE65534"``), and the data as text:
   form as dig prints it (``10 mail.example.com.`` for MX).
 
 Reading and writing round-trip: records read from an answer can be written back unchanged.
-Nothing here is on the cache-hit path; the fast paths use `forwarder.wire`.
+Nothing here is on the cache-hit path; the fast paths use `forwarder.dns.wire`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import dnslib
 
-from forwarder import wire
+from forwarder.dns import wire
 
 MAX_TTL = 2**31 - 1
 MAX_ANSWER = wire.MAX_MESSAGE - len(wire.opt_record(0, False, None))  # room for our OPT

@@ -1,4 +1,4 @@
-"""Tests for forwarder.privileges: real privilege drops in forked children."""
+"""Tests for forwarder.process.privileges: real privilege drops in forked children."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from forwarder import privileges
+from forwarder.process import privileges
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 

@@ -2,8 +2,7 @@
 
 This module owns `NetworkSet`, the one type the answer policy (which networks an
 answer may point into) and the ACL stage (which clients may ask) use to test
-addresses, plus the policy defaults `DEFAULT_ALLOWED` and
-`DEFAULT_PROTECTED_SUFFIXES`.
+addresses.
 
 Membership works on integers: each family's networks are merged into sorted,
 disjoint ``[start, end]`` ranges and a lookup is one `bisect` (O(log n)), with no
@@ -21,8 +20,6 @@ import bisect
 import ipaddress
 import socket
 from collections.abc import Iterable, Iterator
-
-from forwarder.config import model
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -230,7 +227,3 @@ def in_networks(address: str | bytes | IPAddress, networks: NetworkSet) -> bool:
     except ValueError:
         return False
 
-
-# the defaults live in the configuration model; these are their compiled forms
-DEFAULT_ALLOWED: NetworkSet = NetworkSet.parse(model.DEFAULT_ALLOWED)
-DEFAULT_PROTECTED_SUFFIXES: tuple[str, ...] = model.DEFAULT_PROTECTED

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from forwarder import names, wire
+from forwarder.dns import names, wire
 
 
 def test_longest_suffix_wins() -> None:

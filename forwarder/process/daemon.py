@@ -1,8 +1,9 @@
 """`forwarder run`: one serving process from start to exit: bind, write the pid file, drop
 privileges, notify systemd, serve until SIGTERM, and say why it could not start.
 
-With `workers:` above 1 the supervisor in forwarder/workers.py runs instead and forks the
-serving processes, which run `run_worker`: the same steps, but they report to the
+With `workers:` above 1, `forwarder run` starts the supervisor in
+forwarder/process/workers.py instead, which forks the serving processes; they run
+`run_worker`: the same steps, but they report to the
 supervisor over a pipe instead of to systemd, leave the pid file to it, fold their metric
 counts into the shared files every second, and only worker 0 serves HTTP. The server (and
 with it prometheus_client) is imported only inside a serving process, so that the
@@ -19,9 +20,9 @@ import sys
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from forwarder import cli, privileges
 from forwarder.config.model import Config
-from forwarder.sdnotify import Notifier
+from forwarder.process import exits, privileges
+from forwarder.process.sdnotify import Notifier
 
 if TYPE_CHECKING:
     from forwarder.server import Server
@@ -48,7 +49,7 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
         server.bind()
     except OSError as e:
         log.error("cannot bind %s: %s", ", ".join(lst.label for lst in cfg.listen), e.strerror)
-        return cli.EXIT_FAILURE
+        return exits.EXIT_FAILURE
     from forwarder import runtime
 
     runtime.preload()
@@ -60,10 +61,10 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
         elif privileges.running_as_root() and not cfg.allow_root:
             log.error("refusing to serve as root: set `user:` (or --user) to drop privileges "
                       "after binding, or `allow_root: true`")
-            return cli.EXIT_FAILURE
+            return exits.EXIT_FAILURE
     except (privileges.PrivilegeError, privileges.PidFileError) as e:
         log.error("%s", e)
-        return cli.EXIT_FAILURE
+        return exits.EXIT_FAILURE
     return None
 
 
@@ -108,7 +109,7 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
     watchdog: asyncio.Task[None] | None = None
     try:
         if not await start_or_report(server):
-            return cli.EXIT_CONFIG
+            return exits.EXIT_CONFIG
         server.install_signal_handlers(on_signal)
         notifier.ready(status_line(server))
         watchdog = asyncio.ensure_future(notifier.watchdog_loop())
@@ -121,30 +122,27 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
         if pid_file:
             privileges.remove_pid_file(pid_file)
     log.info("stopped")
-    return cli.EXIT_OK
+    return exits.EXIT_OK
 
 
 def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None = None) -> int:
-    if cfg.workers > 1:
-        from forwarder import workers
-
-        return workers.main(cfg, path, user=user or cfg.user, pid_file=pid_file or cfg.pid_file)
+    """Runs one serving process (`workers: 1`) to its end; answers its exit code."""
     return run_to_exit_code(serve(cfg, path, user, pid_file))
 
 
 def run_to_exit_code(process: Coroutine[Any, Any, int]) -> int:
     """Runs one serving process's coroutine; answers its exit code, 1 on an internal error."""
     try:
-        return cli.run_loop(process)
+        return exits.run_loop(process)
     except KeyboardInterrupt:
-        return cli.EXIT_OK
+        return exits.EXIT_OK
     except Exception:
         log.exception("fatal error")
         print("forwarder stopped on an internal error", file=sys.stderr)
-        return cli.EXIT_FAILURE
+        return exits.EXIT_FAILURE
 
 
-# --- one of `workers:` processes (forwarder/workers.py starts them) ---------------------
+# --- one of `workers:` processes (forwarder/process/workers.py starts them) ---------------------
 
 
 class Link:
@@ -202,7 +200,7 @@ async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) ->
 
     server.on_reload.append(reloaded)
     if not await start_or_report(server):
-        return cli.EXIT_CONFIG
+        return exits.EXIT_CONFIG
     server.install_signal_handlers()
     link.send("ready", status_line(server))
     heartbeat = asyncio.ensure_future(_heartbeat(server, link, metrics.MULTIPROCESS))
@@ -215,7 +213,7 @@ async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) ->
         if metrics.MULTIPROCESS:
             _flush()  # the last counts, for the scrapes of the other workers
     log.info("stopped")
-    return cli.EXIT_OK
+    return exits.EXIT_OK
 
 
 def _hand_over_metric_files(user: str | None, group: str | None) -> None:

@@ -8,8 +8,9 @@ import typing
 import dns.message
 import pytest
 
-from forwarder import hooks, message, netsets
+from forwarder import hooks
 from forwarder.config import from_data
+from forwarder.dns import message, netsets
 from forwarder.hooks import Answer, Block, Context, Continue, Drop, Record, Refuse, Replace, Reroute
 from forwarder.query import Query, Reply
 from forwarder.stages.router import Router

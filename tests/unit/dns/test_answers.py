@@ -1,4 +1,4 @@
-"""Tests for forwarder.answers: wire scanning, suffix matching, judging and stripping.
+"""Tests for forwarder.dns.answers: wire scanning, suffix matching, judging and stripping.
 
 Responses are real wire messages built with dnspython, or hand-assembled where a test
 needs a compression layout dnspython would never write.
@@ -16,10 +16,11 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from forwarder import answers, netsets
+from forwarder.config import model
+from forwarder.dns import answers, netsets
 
-PROTECTED = answers.DEFAULT_PROTECTED
-ALLOWED = netsets.DEFAULT_ALLOWED
+PROTECTED = answers.SuffixSet(model.DEFAULT_PROTECTED)
+ALLOWED = netsets.NetworkSet.parse(model.DEFAULT_ALLOWED)
 
 RR = tuple[str, str, tuple[str, ...]]  # owner, type, rdata texts
 
@@ -430,7 +431,7 @@ def test_judge_with_operator_sets() -> None:
 def test_suffix_set_label_wise(name: str, suffix: str | None) -> None:
     """Suffixes match whole labels, case-insensitively, with or without a trailing dot."""
     assert PROTECTED.matches(name) == suffix
-    assert answers.is_under(name, netsets.DEFAULT_PROTECTED_SUFFIXES) is (suffix is not None)
+    assert answers.is_under(name, model.DEFAULT_PROTECTED) is (suffix is not None)
     assert (name in PROTECTED) is (suffix is not None)
 
 

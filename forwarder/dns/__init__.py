@@ -1,0 +1,1 @@
+"""DNS vocabulary: wire format, messages, names, network sets and reply reading."""
