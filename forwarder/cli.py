@@ -13,6 +13,7 @@ import sys
 
 from forwarder import __version__
 from forwarder.errors import ConfigError
+from forwarder.process import logs
 from forwarder.process.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_or_report, report
 
 log = logging.getLogger("forwarder")
@@ -50,14 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    setup_logging(args.log_level)
+    logs.setup(args.log_level)
     if args.command == "check-config":
         return check_config(args.file)
     if args.command == "run":

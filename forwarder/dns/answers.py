@@ -27,7 +27,15 @@ from collections.abc import Iterable, Iterator
 from typing import NamedTuple
 
 from forwarder.dns import netsets
-from forwarder.dns.wire import TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_HTTPS, TYPE_SVCB
+from forwarder.dns.wire import (
+    PLAIN_LABEL,
+    TYPE_A,
+    TYPE_AAAA,
+    TYPE_CNAME,
+    TYPE_HTTPS,
+    TYPE_SVCB,
+    label_to_text,
+)
 
 SECTION_ANSWER = 1
 SECTION_AUTHORITY = 2
@@ -46,14 +54,12 @@ _unpack_header = _HEADER.unpack_from
 _unpack_rr = _RR_FIXED.unpack_from
 _unpack_u16 = _U16.unpack_from
 
-# Printable bytes dnspython leaves unescaped in a label; with "." for whole names.
-_PLAIN_LABEL = bytes(c for c in range(0x21, 0x7F) if c not in b'"().;\\@$')
-_PLAIN = _PLAIN_LABEL + b"."
+# Printable bytes a label shows unescaped (wire.label_to_text); with "." for whole names.
+_PLAIN = PLAIN_LABEL + b"."
 # Label lengths 1-32 become ".", A-Z become a-z (see _read_name).
 _WIRE_TO_TEXT = bytes(
     0x2E if 1 <= c <= 32 else c + 32 if 0x41 <= c <= 0x5A else c for c in range(256)
 )
-_SPECIAL = frozenset(b'"().;\\@$')
 _WANTED = frozenset((TYPE_A, TYPE_AAAA, TYPE_CNAME, TYPE_HTTPS, TYPE_SVCB))
 _tuple_new = tuple.__new__  # builds a NamedTuple without its Python-level __new__
 
@@ -122,26 +128,13 @@ _NOT_JUDGED = Judgement(None)
 
 
 def _labels_text(wire: bytes, off: int, stop: int) -> str:
-    """Return the labels from *off* to *stop* as lower-case text, escaped as dnspython does.
-
-    The exact, slower path of `_read_name`: long labels and unusual bytes.
-    """
+    """Return the labels from *off* to *stop* as lower-case text, escaped by
+    `wire.label_to_text`. The exact, slower path of `_read_name`: long labels and unusual
+    bytes."""
     out = []
     while off < stop:
         length = wire[off]
-        label = wire[off + 1 : off + 1 + length].lower()
-        if label.translate(None, _PLAIN_LABEL):
-            chars = []
-            for c in label:
-                if c in _SPECIAL:
-                    chars.append("\\" + chr(c))
-                elif 0x20 < c < 0x7F:
-                    chars.append(chr(c))
-                else:
-                    chars.append(f"\\{c:03d}")
-            out.append("".join(chars))
-        else:
-            out.append(label.decode("ascii"))
+        out.append(label_to_text(wire[off + 1 : off + 1 + length].lower()))
         off += length + 1
     return ".".join(out)
 

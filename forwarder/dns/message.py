@@ -118,7 +118,13 @@ def to_rr(record: Record) -> dnslib.RR:
         rdata = _rdata(rtype, type_text, value)
     except (ValueError, TypeError, IndexError, dnslib.DNSError) as e:
         raise ValueError(f"bad {type_text} value {value!r} for {name}: {e}") from None
-    return dnslib.RR(dnslib.DNSLabel(name), rtype, ttl=ttl, rdata=rdata)
+    return dnslib.RR(_label(name), rtype, ttl=ttl, rdata=rdata)
+
+
+def _label(text: str) -> dnslib.DNSLabel:
+    """The dnslib name for presentation *text*, escapes read as `wire.name_to_text` writes
+    them. Raises ValueError."""
+    return dnslib.DNSLabel(wire.text_to_labels(text))
 
 
 def _rdata(rtype: int, type_text: str, value: str) -> Any:
@@ -135,8 +141,8 @@ def _rdata(rtype: int, type_text: str, value: str) -> Any:
     if rtype == 28:
         return dnslib.AAAA(ipaddress.IPv6Address(value).compressed)
     if rtype in _NAME_TYPES:
-        wire.text_to_name(value)
-        return _NAME_TYPES[rtype](value if value.endswith(".") else value + ".")
+        wire.text_to_name(value)  # checks it
+        return _NAME_TYPES[rtype](_label(value))
     if rtype == wire.TYPE_TXT:
         if value.startswith('"'):
             return dnslib.TXT(_parse_strings(value))
@@ -210,8 +216,7 @@ def _records(rrs: list[dnslib.RR]) -> tuple[Record, ...]:
 
 
 def _name_text(label: dnslib.DNSLabel) -> str:
-    text = str(label).lower().rstrip(".")
-    return text or "."
+    return wire.labels_to_text(part.lower() for part in label.label)
 
 
 def _value_text(rr: dnslib.RR) -> str:
@@ -259,17 +264,9 @@ def _parse_strings(text: str) -> list[bytes]:
                 i += 1
                 break
             if ch == "\\":
-                if text[i + 1 : i + 4].isdigit() and len(text[i + 1 : i + 4]) == 3:
-                    code = int(text[i + 1 : i + 4])
-                    if code > 255:
-                        raise ValueError(f"bad escape \\{code}")
-                    buf.append(code)
-                    i += 4
-                    continue
-                if i + 1 >= end:
-                    raise ValueError("unterminated TXT string")
-                ch = text[i + 1]
-                i += 1
+                escaped, i = wire.read_escape(text, i)
+                buf += escaped
+                continue
             buf += ch.encode("utf-8")
             i += 1
         if len(buf) > 255:

@@ -9,6 +9,7 @@ Replies inside the forwarder carry no OPT record; `finish` adds the client's OPT
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from enum import IntEnum
 from typing import NamedTuple
 
@@ -130,33 +131,112 @@ def read_qname(data: bytes, off: int) -> int:
         off += length + 1
 
 
+# Printable bytes a label shows as they are; the rest are escaped (RFC 1035 5.1, as dig and
+# dnspython print them): `\\.` for the specials, `\\DDD` for anything unprintable.
+PLAIN_LABEL = bytes(c for c in range(0x21, 0x7F) if c not in b'"().;\\@$')
+_ESCAPED = tuple(
+    chr(c) if c in PLAIN_LABEL else "\\" + chr(c) if 0x21 <= c < 0x7F else f"\\{c:03d}"
+    for c in range(256)
+)
+
+
+def label_to_text(label: bytes) -> str:
+    """Answers the presentation form of one label: the one escaping of names in the
+    forwarder, so that no name reaches a log, an EDE text or a hook with a raw control
+    character, newline, ESC or space in it (RFC 1035 5.1 `\\DDD`, as dig prints it)."""
+    if not label.translate(None, PLAIN_LABEL):
+        return label.decode("ascii")
+    return "".join([_ESCAPED[c] for c in label])
+
+
+def labels_to_text(labels: Iterable[bytes]) -> str:
+    """Answers the presentation form (no trailing dot; "." for root) of a name's labels."""
+    return ".".join([label_to_text(label) for label in labels]) or "."
+
+
 def name_to_text(name: bytes) -> str:
-    """Answers the presentation form (no trailing dot; "." for root) of a wire name."""
+    """Answers the presentation form (no trailing dot; "." for root) of an uncompressed wire
+    name, each label escaped by `label_to_text`."""
     labels = []
     off = 0
     while name[off]:
         n = name[off]
-        labels.append(name[off + 1 : off + 1 + n].decode("ascii", "backslashreplace"))
+        labels.append(name[off + 1 : off + 1 + n])
         off += n + 1
-    return ".".join(labels) if labels else "."
+    return labels_to_text(labels)
 
 
 def text_to_name(text: str) -> bytes:
     """Answers the lower-case wire form of a presentation name. Raises ValueError."""
-    text = text.strip().rstrip(".").lower()
-    if not text:
-        return b"\x00"
     out = bytearray()
-    for label in text.split("."):
-        raw = label.encode("ascii")
-        if not raw or len(raw) > 63:
-            raise ValueError(f"bad label {label!r} in {text!r}")
-        out.append(len(raw))
-        out += raw
+    for label in text_to_labels(text):
+        out.append(len(label))
+        out += label.lower()
     out.append(0)
     if len(out) > 255:
-        raise ValueError(f"name {text!r} is longer than 255 octets")
+        raise ValueError(f"name {text.strip()!r} is longer than 255 octets")
     return bytes(out)
+
+
+def text_to_labels(text: str) -> list[bytes]:
+    """Answers the labels of a presentation name (no root label; [] for the root), reading
+    the escapes `label_to_text` writes (`\\.`, `\\DDD`). Raises ValueError."""
+    text = text.strip()
+    if text.endswith(".") and not _escaped_at(text, len(text) - 1):
+        text = text[:-1]
+    if not text:
+        return []
+    labels = _split_labels(text)
+    for label in labels:
+        if not label or len(label) > 63:
+            raise ValueError(f"bad label {label!r} in {text!r}")
+    return labels
+
+
+def read_escape(text: str, i: int) -> tuple[bytes, int]:
+    """Reads the presentation-format escape whose backslash is at *text[i]* (`\\DDD`, a
+    byte in decimal, or `\\X`, the character X); answers its bytes and the index just past
+    it. Raises ValueError."""
+    digits = text[i + 1 : i + 4]
+    if len(digits) == 3 and digits.isdigit():
+        if int(digits) > 255:
+            raise ValueError(f"bad escape \\{digits} in {text!r}")
+        return bytes([int(digits)]), i + 4
+    if i + 1 >= len(text):
+        raise ValueError(f"a lone backslash ends {text!r}")
+    return text[i + 1].encode("utf-8"), i + 2
+
+
+def _escaped_at(text: str, index: int) -> bool:
+    """Answers whether the character at *index* follows an odd run of backslashes."""
+    run = 0
+    while index - run - 1 >= 0 and text[index - run - 1] == "\\":
+        run += 1
+    return run % 2 == 1
+
+
+def _split_labels(text: str) -> list[bytes]:
+    """Splits presentation text into raw labels, reading `\\X` and `\\DDD`. Raises
+    ValueError."""
+    if "\\" not in text:
+        return [label.encode("ascii") for label in text.split(".")]
+    labels: list[bytes] = []
+    label = bytearray()
+    i, n = 0, len(text)
+    while i < n:
+        ch = text[i]
+        if ch == ".":
+            labels.append(bytes(label))
+            label = bytearray()
+        elif ch == "\\":
+            raw, i = read_escape(text, i)
+            label += raw
+            continue
+        else:
+            label += ch.encode("ascii")
+        i += 1
+    labels.append(bytes(label))
+    return labels
 
 
 # --- queries ---------------------------------------------------------------------------

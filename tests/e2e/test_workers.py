@@ -14,7 +14,6 @@ import os
 import pwd
 import signal
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -26,13 +25,13 @@ import dns.asyncquery
 import dns.exception
 import dns.message
 import pytest
-import yaml
 from prometheus_client.mmap_dict import MmapedDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from forwarder.process.workers import STOP_TIMEOUT
 from tests.conftest import free_port, poll_process
 from tests.fakes import FakeUpstream
+from tests.processes import ForwarderProcess
 
 OLD, NEW = "10.0.0.1", "10.0.0.2"
 
@@ -51,76 +50,19 @@ def config(upstream: FakeUpstream, port: int, http: int, local: str = OLD) -> di
     }
 
 
-class Forwarder:
-    """One `forwarder run` process tree, its log, and the systemd notify socket it talks to."""
+class Forwarder(ForwarderProcess):
+    """One `workers: 2` process tree, its metrics and the workers' metric files."""
 
     def __init__(self, tmp: Path, cfg: dict[str, Any]) -> None:
-        self.tmp = tmp
-        self.path = tmp / "forwarder.yaml"
-        self.log = tmp / "log"
-        self.port = cfg["listen"][0]["port"]
+        super().__init__(tmp, cfg, log="log")
         self.http = int(cfg["metrics"].get("listen", ":0").rsplit(":", 1)[1])
-        self.proc: asyncio.subprocess.Process | None = None
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(str(tmp / "notify"))
-        self.notify.setblocking(False)
-        self.write(cfg)
-
-    def write(self, cfg: dict[str, Any]) -> None:
-        self.path.write_text(yaml.safe_dump(cfg))
-
-    async def start(self, *args: str) -> None:
-        env = {**os.environ, "NOTIFY_SOCKET": str(self.tmp / "notify"),
-               "TMPDIR": str(self.tmp)}  # the metrics directory lands where the test sees it
-        with open(self.log, "wb") as out:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "forwarder", "run", "-c", str(self.path), *args,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, env=env)
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def children(self) -> set[int]:
-        """Live (not zombie) child processes of the supervisor, from /proc."""
-        found = set()
-        for stat in glob.glob("/proc/[0-9]*/stat"):
-            with contextlib.suppress(OSError):
-                fields = Path(stat).read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == self.pid and fields[0] != "Z":
-                    found.add(int(stat.split("/")[2]))
-        return found
-
-    async def notified(self, field: str, timeout: float = 15.0) -> str:
-        """Waits for a notify datagram holding *field*; answers the whole datagram."""
-        loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                pytest.fail(f"no {field} from the forwarder:\n{self.log.read_text()}")
-            try:
-                data = await asyncio.wait_for(loop.sock_recv(self.notify, 4096),
-                                              min(left, 0.5))
-            except TimeoutError:
-                self.check_running()
-                continue
-            text = data.decode()
-            if field in text.split("\n"):
-                return text
-
-    def check_running(self) -> None:
-        assert self.proc is not None
-        if self.proc.returncode is not None:
-            pytest.fail(f"forwarder exited with {self.proc.returncode}:\n{self.log.read_text()}")
 
     async def poll(self, what: Callable[[], Any], timeout: float = 10.0) -> Any:
         """Calls *what* until it answers something true (see conftest.poll_process)."""
         assert self.proc is not None
         return await poll_process(what, self.proc, self.log, timeout)
 
-    async def ask(self, name: str, timeout: float = 2.0) -> str:
+    async def lookup(self, name: str, timeout: float = 2.0) -> str:
         """Asks A *name* from a fresh socket (a fresh source port); answers the address."""
         q = dns.message.make_query(name, "A")
         r = await dns.asyncquery.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
@@ -157,20 +99,6 @@ class Forwarder:
                     counts[pid] = counts.get(pid, 0.0) + value
         return counts
 
-    async def stop(self) -> int:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return await asyncio.wait_for(self.proc.wait(), 20.0)
-
-    async def close(self) -> None:
-        self.notify.close()
-        if self.proc is not None and self.proc.returncode is None:
-            for child in self.children():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(child, signal.SIGKILL)
-            self.proc.kill()
-            await self.proc.wait()
-
 
 @contextlib.asynccontextmanager
 async def forwarder(tmp: Path, cfg: dict[str, Any], *args: str) -> AsyncIterator[Forwarder]:
@@ -196,7 +124,7 @@ async def test_both_workers_answer_and_metrics_count_both(tmp_path: Path,
         workers = fwd.children()
         assert len(workers) == 2
         n = 60
-        answers = await asyncio.gather(*(fwd.ask(f"host{i}.example.com") for i in range(n)))
+        answers = await asyncio.gather(*(fwd.lookup(f"host{i}.example.com") for i in range(n)))
         assert set(answers) == {"192.0.2.1"}
         assert len(upstream.received) == n
 
@@ -223,7 +151,7 @@ async def test_sighup_reloads_every_worker_and_sigterm_stops_all(
     exit 0, no worker process left."""
     port, http = free_port(), free_port(socket.SOCK_STREAM)
     async with forwarder(tmp_path, config(upstream, port, http)) as fwd:
-        assert await fwd.ask("a.local.test") == OLD
+        assert await fwd.lookup("a.local.test") == OLD
         workers = fwd.children()
 
         fwd.write(config(upstream, port, http, local=NEW))
@@ -231,7 +159,7 @@ async def test_sighup_reloads_every_worker_and_sigterm_stops_all(
         await fwd.notified("RELOADING=1")
         await fwd.notified("READY=1")
         assert await fwd.metric("forwarder_config_reloads_total", result="success") == 2
-        answers = await asyncio.gather(*(fwd.ask("a.local.test") for _ in range(30)))
+        answers = await asyncio.gather(*(fwd.lookup("a.local.test") for _ in range(30)))
         assert set(answers) == {NEW}
 
         assert await fwd.stop() == 0
@@ -245,7 +173,7 @@ async def test_killed_worker_is_replaced(tmp_path: Path, upstream: FakeUpstream)
     /metrics again, and the counts of the dead one are kept."""
     async with forwarder(tmp_path, config(upstream, free_port(), free_port(socket.SOCK_STREAM))
                          ) as fwd:
-        answers = await asyncio.gather(*(fwd.ask(f"h{i}.example.com") for i in range(20)))
+        answers = await asyncio.gather(*(fwd.lookup(f"h{i}.example.com") for i in range(20)))
         assert len(answers) == 20
         await fwd.poll(lambda: _equals(fwd.metric("forwarder_queries_total"), 20))
         _, body = await fwd.get("/readyz")
@@ -259,7 +187,7 @@ async def test_killed_worker_is_replaced(tmp_path: Path, upstream: FakeUpstream)
             return status == 200 and json.loads(body)["worker"]["pid"] != first
 
         await fwd.poll(new_worker_zero)
-        assert await fwd.ask("after.example.com") == "192.0.2.1"
+        assert await fwd.lookup("after.example.com") == "192.0.2.1"
         await fwd.poll(lambda: _equals(fwd.metric("forwarder_queries_total"), 21))
         assert f"worker 0 (pid {first}) was killed by SIGKILL; restarting it" in \
             fwd.log.read_text()
@@ -314,7 +242,7 @@ async def test_a_worker_stuck_in_a_hook_is_killed_at_the_stop_deadline(
     async with forwarder(tmp_path, cfg) as fwd:
         workers = fwd.children()
         with pytest.raises(dns.exception.Timeout):
-            await fwd.ask("stuck.example.com", timeout=0.5)
+            await fwd.lookup("stuck.example.com", timeout=0.5)
         assert fwd.proc is not None
         began = time.monotonic()
         fwd.proc.send_signal(signal.SIGTERM)
@@ -337,7 +265,7 @@ async def test_workers_drop_privileges_and_the_supervisor_keeps_them(
     tmp_path.chmod(0o755)
     pid_file = tmp_path / "forwarder.pid"
     async with forwarder(tmp_path, cfg, "--user", "nobody", "--pid-file", str(pid_file)) as fwd:
-        assert await fwd.ask("a.local.test") == OLD
+        assert await fwd.lookup("a.local.test") == OLD
         assert pid_file.read_text().strip() == str(fwd.pid)
         nobody = str(pwd.getpwnam("nobody").pw_uid)
         assert _uids(fwd.pid) == {"0"}
@@ -401,6 +329,6 @@ async def test_replacement_worker_serves_the_last_accepted_file(
         victim = max(fwd.children())
         os.kill(victim, signal.SIGKILL)
         await fwd.poll(lambda: "serving again" in fwd.log.read_text())
-        answers = await asyncio.gather(*(fwd.ask("a.local.test") for _ in range(30)))
+        answers = await asyncio.gather(*(fwd.lookup("a.local.test") for _ in range(30)))
         assert set(answers) == {NEW}
         assert await fwd.stop() == 0

@@ -8,6 +8,7 @@ import struct
 import dns.edns
 import dns.flags
 import dns.message
+import dns.name
 import dns.rcode
 import dns.rrset
 import pytest
@@ -175,6 +176,21 @@ def test_tcp_reply_never_outgrows_its_length_prefix() -> None:
 def test_text_to_name(text: str, expected: bytes) -> None:
     assert wire.text_to_name(text) == expected
     assert wire.name_to_text(expected) == (text.lower().rstrip(".") or ".")
+
+
+@pytest.mark.parametrize("labels", [
+    [b"x\n1999-01-01 forged", b"\x1b[31mred", b"com"],
+    [b"a.b", b"back\\slash", b'"()@$;', b"sp ace", b"\x00\x7f\xff"],
+    [b"plain-label_1", b"example"],
+])
+def test_name_to_text_escapes_as_dig_prints(labels: list[bytes]) -> None:
+    """Names: the presentation form escapes what dig and dnspython escape (RFC 1035 5.1),
+    has no control character, and reads back to the same wire name."""
+    name = b"".join(bytes([len(label)]) + label for label in labels) + b"\x00"
+    text = wire.name_to_text(name)
+    assert text == dns.name.Name([*labels, b""]).to_text(omit_final_dot=True)
+    assert all(0x20 < ord(c) < 0x7F for c in text)
+    assert wire.text_to_name(text) == name.lower()
 
 
 def test_text_to_name_rejects_long_labels() -> None:
