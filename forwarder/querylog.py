@@ -131,10 +131,9 @@ class QueryLog:
     def _write(self, item: tuple[Any, ...]) -> None:
         try:
             line = format_line(item)
-        except Exception:  # a record the formatter cannot handle costs its line only
-            log.exception("query log: cannot format a record")
-            metrics.querylog_dropped.inc()
-            return
+        except Exception:  # a bug in formatting: the line still goes out, with less in it
+            log.exception("query log: cannot format a record in full")
+            line = _plain_line(item)
         try:
             if self._reopen:
                 self._reopen = False
@@ -157,10 +156,6 @@ def format_line(item: tuple[Any, ...]) -> str:
     """Turns one queued record into its JSON line (with the newline)."""
     (stamp, client, protocol, qname, qtype, rule, group, server, upstream_rcode, reply_wire,
      verdict, action, ede, rcode, answered_by, latency, tags) = item
-    try:
-        addresses = [a.text for a in answers.scan_response(reply_wire).addresses]
-    except answers.ScanError:
-        addresses = []
     when = datetime.datetime.fromtimestamp(stamp, _UTC)
     return json.dumps({
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -173,7 +168,7 @@ def format_line(item: tuple[Any, ...]) -> str:
         "server": server,
         "upstream_rcode": message.rcode_to_text(upstream_rcode) if upstream_rcode is not None
         else None,
-        "answers": addresses,
+        "answers": _addresses(reply_wire),
         "verdict": verdict,
         "action": action,
         "ede": [{"code": code, "text": text} for code, text in ede],
@@ -181,7 +176,34 @@ def format_line(item: tuple[Any, ...]) -> str:
         "answered_by": answered_by,
         "latency_ms": round(latency * 1000, 3),
         "tags": tags or {},
-    }, separators=(",", ":")) + "\n"
+    }, separators=(",", ":"), default=str) + "\n"
+
+
+def _addresses(reply_wire: bytes) -> list[str]:
+    """The addresses of the answer; none when the answer cannot be read (the line is
+    written all the same)."""
+    try:
+        return [a.text for a in answers.scan_response(bytes(reply_wire)).addresses]
+    except ValueError:  # ScanError, or an address that is not one
+        return []
+
+
+def _plain_line(item: tuple[Any, ...]) -> str:
+    """The line for a record `format_line` failed on: the same fields, each as plain text
+    (JSON escapes whatever they hold), and no answer addresses."""
+    names = ("time", "client", "protocol", "name", "type", "rule", "group", "server",
+             "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
+             "latency_ms", "tags")
+    fields: dict[str, Any] = {}
+    for name, value in zip(names, item, strict=True):
+        if name == "name" and isinstance(value, bytes):
+            value = wire.name_to_text(value)
+        elif name == "answers":
+            value = []
+        elif not isinstance(value, str | int | float | None):
+            value = repr(value)
+        fields[name] = value
+    return json.dumps(fields, separators=(",", ":")) + "\n"
 
 
 def build(cfg: model.Config, previous: QueryLog | None) -> QueryLog | None:

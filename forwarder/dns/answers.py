@@ -86,7 +86,7 @@ class Address(NamedTuple):
     @property
     def text(self) -> str:
         """The address in printable form (``52.219.1.1``, ``2600::1``)."""
-        return str(ipaddress.ip_address(self.packed))
+        return str(ipaddress.ip_address(bytes(self.packed)))
 
 
 class AnswerScan(NamedTuple):

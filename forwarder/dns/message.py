@@ -193,7 +193,7 @@ def build_answer(
     end = 12 + len(q.question)
     if packed[12:end].lower() != q.question.lower():  # pointers below assume this layout
         raise ValueError("the question did not pack as it was received")
-    return packed[:12] + q.question + packed[end:]
+    return bytes(packed[:12]) + q.question + bytes(packed[end:])  # dnslib packs bytearrays
 
 
 # --- wire -> records ------------------------------------------------------------------------

@@ -145,6 +145,33 @@ async def test_hook_tags_are_logged(upstream: FakeUpstream, tmp_path: Path) -> N
     assert line["tags"] == {"site": "tokyo"}
 
 
+async def test_answers_a_hook_made_are_logged(upstream: FakeUpstream, tmp_path: Path,
+                                             transport: str) -> None:
+    """Query log: every answer a hook makes gets its line with its addresses, the one that
+    carries a public address for a protected name included (no "cannot format" loss)."""
+    hook = tmp_path / "answer.py"
+    hook.write_text("from forwarder.hooks import Answer\n"
+                    "def on_query(ctx):\n"
+                    "    address = '52.219.1.1' if ctx.qname.startswith('s3.') else '10.0.0.1'\n"
+                    "    return Answer([(ctx.qname, 'A', 60, address)])\n")
+    path = tmp_path / "queries.jsonl"
+    cfg = querylog_config(upstream, path)
+    cfg["zones"].insert(0, {"match": "amazonaws.com", "upstream": "g",
+                            "policy": "private-only"})
+    cfg["policies"] = {"private-only": {"on_violation": "servfail"}}
+    cfg["hooks"] = [{"path": str(hook)}]
+    before = metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") or 0.0
+    async with running(cfg) as srv:
+        for name in ("s3.ap-northeast-1.amazonaws.com", "www.example.com", "x.example.com"):
+            await query(srv, transport, name)
+    lines = logged_queries(path)
+    assert [(line["name"], line["answers"], line["answered_by"]) for line in lines] == [
+        ("s3.ap-northeast-1.amazonaws.com", ["52.219.1.1"], "hook"),
+        ("www.example.com", ["10.0.0.1"], "hook"),
+        ("x.example.com", ["10.0.0.1"], "hook")]
+    assert metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") == before
+
+
 async def test_cache_hits_carry_the_policy_verdict(upstream: FakeUpstream, tmp_path: Path) -> None:
     """A cached answer's log line shows the verdict the policy gave it when it was fetched."""
     upstream.handler = answers({("s3.amazonaws.com", "A"): ["A 10.0.1.15"]})

@@ -13,7 +13,7 @@ import pytest
 
 from forwarder import metrics, querylog
 from forwarder.config import model
-from forwarder.dns import wire
+from forwarder.dns import message, wire
 from forwarder.query import Query, Reply
 
 S3 = "s3.ap-northeast-1.amazonaws.com"
@@ -60,6 +60,29 @@ def test_unreadable_answer_logs_no_addresses(tmp_path: Path) -> None:
     q = make_query()
     line = line_for(tmp_path, q, Reply(wire.synth_reply(q.flags, q.question, 2)[:14], 2, "error"))
     assert line["answers"] == [] and line["rcode"] == "SERVFAIL"
+
+
+def test_an_answer_made_by_a_hook_is_logged_with_its_addresses(tmp_path: Path) -> None:
+    """A hook's Answer (built by dnslib, a bytearray inside) gives a line with its address,
+    a public one for a protected name included."""
+    q = make_query()
+    data = message.build_answer(q, [message.to_record((S3, "A", 60, "52.219.1.1"))])
+    line = line_for(tmp_path, q, Reply(data, 0, "hook"))
+    assert line["answers"] == ["52.219.1.1"] and line["answered_by"] == "hook"
+
+
+def test_a_record_the_formatter_fails_on_is_still_one_line(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A query-log line is never lost to a formatting error: the fields are written as
+    plain text, and the failure is logged."""
+    q = make_query()
+    q.tags = {("not", "text"): "v"}  # type: ignore[dict-item]  # what no code path makes
+    before = metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") or 0.0
+    line = line_for(tmp_path, q, upstream_reply(q, "10.0.1.15"))
+    assert line["name"] == S3 and line["client"] == "192.0.2.10" and line["rcode"] == 0
+    assert line["tags"] == "{('not', 'text'): 'v'}"
+    assert metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") == before
+    assert "query log: cannot format a record in full" in caplog.text
 
 
 def test_a_full_queue_drops_and_counts_lines(tmp_path: Path,
