@@ -91,7 +91,10 @@ def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
              for step in q.trace or () if step.startswith("ask ")]
     if q.group is not None:
         asked = "; ".join(tries) or "nothing (no upstream was asked)"
-        say("upstream", f"group {q.group}: asked {asked}")
+        group = cfg.group_named(q.group)
+        over = f" over {group.transport}" if group is not None and group.transport != "udp" \
+            else ""
+        say("upstream", f"group {q.group}{over}: asked {asked}")
     elif rule is not None and rule.action is model.RuleAction.LOCAL:
         say("upstream", "none: local records")
     else:

@@ -119,8 +119,19 @@ upstream_queries = Counter("forwarder_upstream_queries_total",
                            ["group", "server", "transport"], registry=REGISTRY)
 upstream_errors = Counter("forwarder_upstream_errors_total",
                           "Failed or rejected upstream exchanges, by kind (timeout, refused, "
-                          "servfail, mismatch, tcp, truncated, network, malformed).",
+                          "servfail, mismatch, tcp, truncated, network, malformed; over tls "
+                          "and https also certificate, pin, handshake, handshake_timeout, "
+                          "http_status, http, connection).",
                           ["group", "server", "kind"], registry=REGISTRY)
+upstream_connections = Counter("forwarder_upstream_connections_total",
+                               "Connections to encrypted (tls, https) upstreams, by event: opened, "
+                               "reused (a query sent on a connection already open), failed "
+                               "(connecting or the TLS handshake failed).",
+                               ["group", "server", "transport", "event"], registry=REGISTRY)
+upstream_handshake_duration = Histogram("forwarder_upstream_handshake_duration_seconds",
+                                        "Time to connect to an encrypted upstream and complete "
+                                        "the TLS handshake.", ["group", "server", "transport"],
+                                        buckets=TIME_BUCKETS, registry=REGISTRY)
 upstream_duration = Histogram("forwarder_upstream_duration_seconds",
                               "Round-trip time of answered upstream queries.",
                               ["group", "server"], buckets=TIME_BUCKETS, registry=REGISTRY)

@@ -64,7 +64,8 @@ def forget_upstream_series() -> Iterator[None]:
     reads these series across tests."""
     yield
     for metric in (metrics.upstream_queries, metrics.upstream_errors, metrics.upstream_duration,
-                   metrics.upstream_healthy, metrics.upstream_health_checks):
+                   metrics.upstream_healthy, metrics.upstream_health_checks,
+                   metrics.upstream_connections, metrics.upstream_handshake_duration):
         metric.clear()
 
 

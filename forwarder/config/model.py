@@ -66,14 +66,33 @@ class Listener:
 
 @dataclass(frozen=True, slots=True)
 class Server:
-    """One upstream resolver address."""
+    """One upstream resolver address; *path* is set for DNS over HTTPS (the URL's path)."""
 
     host: str
     port: int = 53
+    path: str | None = None
 
     @property
     def label(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        hostport = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        if self.path is not None:
+            return f"https://{hostport}{self.path}"
+        return hostport
+
+
+TRANSPORTS = ("udp", "tcp", "tls", "https")
+ENCRYPTED = ("tls", "https")
+DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """How an encrypted upstream's certificate is checked (transport tls or https)."""
+
+    server_name: str | None = None  # SNI and the name to verify; None: the server's IP
+    ca_file: str | None = None  # None: the system trust store
+    pins: tuple[bytes, ...] = ()  # SHA-256 digests of acceptable public keys (SPKI)
+    insecure_skip_verify: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +125,12 @@ class UpstreamGroup:
     timeout: float = 1.0  # seconds per try
     attempts: int = 3  # tries in all, across servers
     budget: float = 4.0  # seconds for all tries together
-    transport: str = "udp"  # udp (TCP on truncation) | tcp
+    transport: str = "udp"  # udp (TCP on truncation) | tcp | tls | https
     health: HealthCheck = field(default_factory=HealthCheck)
     canary: Canary | None = None
+    tls: TlsSettings = field(default_factory=TlsSettings)  # transport tls and https
+    method: str = "post"  # transport https: post | get
+    idle_timeout: float = 10.0  # transport tls and https: close a connection idle this long
 
 
 @dataclass(frozen=True, slots=True)

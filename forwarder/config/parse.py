@@ -16,10 +16,13 @@ from forwarder.config.values import (
     Reader,
     as_text,
     kind_of,
+    parse_host,
     parse_name,
     parse_network,
+    parse_pin,
     parse_qtype,
     parse_server,
+    parse_url,
 )
 from forwarder.dns import wire
 from forwarder.errors import ConfigProblem
@@ -149,7 +152,8 @@ def _network_list(items: list[tuple[str, Any]], problems: list[ConfigProblem],
 
 
 GROUP_KEYS = {"servers", "selection", "timeout", "attempts", "budget", "transport",
-              "health_check", "canary"}
+              "health_check", "canary", "tls", "method", "idle_timeout"}
+TLS_KEYS = {"server_name", "ca_file", "pins", "insecure_skip_verify"}
 HEALTH_KEYS = {"enabled", "interval", "timeout", "name", "type", "rise", "fall", "max_failures"}
 
 
@@ -161,12 +165,13 @@ def _groups(top: Reader, problems: list[ConfigProblem]) -> tuple[model.UpstreamG
     out = []
     for name, body in section.items():
         r = Reader(problems, top.at(f"upstreams.{name}"), body, GROUP_KEYS)
-        servers = []
-        for path, item in r.items("servers"):
-            try:
-                servers.append(parse_server(item))
-            except ValueError as e:
-                problems.append(ConfigProblem(path, str(e)))
+        transport = r.text("transport", "udp")
+        if transport not in model.TRANSPORTS:
+            r.fail("transport", f"{transport!r} is not one of: {', '.join(model.TRANSPORTS)}")
+            transport = "udp"
+        port = model.DEFAULT_PORTS[transport]
+        servers = r.each("servers", parse_url if transport == "https"
+                         else lambda v, port=port: parse_server(v, default_port=port))
         if not servers and r.ok and not r.has("servers"):
             if name == "system":
                 servers = list(resolv_conf_servers())
@@ -175,10 +180,16 @@ def _groups(top: Reader, problems: list[ConfigProblem]) -> tuple[model.UpstreamG
         timeout = r.duration("timeout", 1.0, 0.001)
         attempts = r.integer("attempts", 3, 1, 20)
         budget = r.duration("budget", timeout * attempts + 1.0, 0.001)
-        transport = r.text("transport", "udp")
-        if transport not in ("udp", "tcp"):
-            r.fail("transport", f"{transport!r} is not one of: udp, tcp")
-            transport = "udp"
+        encrypted = transport in model.ENCRYPTED
+        for key in ("tls", "idle_timeout"):
+            if r.has(key) and not encrypted:
+                r.fail(key, f"only used by transport tls or https, not {transport}")
+        if r.has("method") and transport != "https":
+            r.fail("method", f"only used by transport https, not {transport}")
+        method = r.text("method", "post").lower()
+        if method not in ("post", "get"):
+            r.fail("method", f"{method!r} is not one of: post, get")
+            method = "post"
         out.append(model.UpstreamGroup(
             name=str(name),
             servers=tuple(servers),
@@ -190,10 +201,25 @@ def _groups(top: Reader, problems: list[ConfigProblem]) -> tuple[model.UpstreamG
             transport=transport,
             health=_health(r, problems),
             canary=_canary(r, problems),
+            tls=_tls(r, problems),
+            method=method,
+            idle_timeout=r.duration("idle_timeout", 10.0, 0.01),
         ))
     if not any(g.name == "system" for g in out):
         out.append(model.UpstreamGroup("system", resolv_conf_servers()))
     return tuple(out)
+
+
+def _tls(group: Reader, problems: list[ConfigProblem]) -> model.TlsSettings:
+    r = Reader(problems, group.at("tls"), group.data.get("tls"), TLS_KEYS)
+    pins = r.each("pins", parse_pin)
+    server_name = r.get("server_name", None, parse_host)
+    skip = r.boolean("insecure_skip_verify", False)
+    ca_file = r.text("ca_file", None)
+    if skip and ca_file is not None:
+        r.fail("ca_file", "not used when insecure_skip_verify is true (nothing is verified); "
+                          "remove one of them")
+    return model.TlsSettings(server_name, ca_file, tuple(pins), skip)
 
 
 def _health(group: Reader, problems: list[ConfigProblem]) -> model.HealthCheck:
@@ -263,13 +289,7 @@ def _rules(top: Reader, problems: list[ConfigProblem]) -> tuple[model.Rule, ...]
             r.fail("upstream", f"not used by action {action.value}; remove one of them")
         qtypes = None
         if r.has("qtypes"):
-            qt = []
-            for qpath, v in r.items("qtypes"):
-                try:
-                    qt.append(parse_qtype(v))
-                except ValueError as e:
-                    problems.append(ConfigProblem(qpath, str(e)))
-            qtypes = frozenset(qt)
+            qtypes = frozenset(r.each("qtypes", parse_qtype))
         clients = None
         if r.has("clients"):
             clients = tuple(_network_list(r.items("clients"), problems, model.DEFAULT_ACL))

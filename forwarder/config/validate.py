@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 
 import forwarder.config.model as model
 from forwarder.dns import netsets
@@ -70,6 +71,8 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
         if group.canary and group.canary.policy and group.canary.policy not in policies:
             problems.append(ConfigProblem(f"upstreams.{group.name}.canary.policy",
                                           f"unknown policy {group.canary.policy!r}"))
+        if group.tls.ca_file is not None:
+            _check_ca_file(group.tls.ca_file, f"upstreams.{group.name}.tls.ca_file", problems)
 
     seen_listen: set[tuple[str, int]] = set()
     for i, listener in enumerate(cfg.listen):
@@ -79,6 +82,17 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
 
     if cfg.cache.min_ttl > cfg.cache.max_ttl:
         problems.append(ConfigProblem("cache.min_ttl", "is larger than cache.max_ttl"))
+
+
+def _check_ca_file(path: str, field: str, problems: list[ConfigProblem]) -> None:
+    """The CA file must hold certificates a TLS client can load, before anything starts."""
+    try:
+        ssl.create_default_context(cafile=path)
+    except ssl.SSLError as e:  # before OSError, its base class
+        problems.append(ConfigProblem(field, f"{path!r} holds no usable PEM certificate "
+                                             f"({e.reason or e})"))
+    except OSError as e:
+        problems.append(ConfigProblem(field, f"cannot read {path!r}: {e.strerror or e}"))
 
 
 def _check_rewrite_addresses(policy: model.Policy, path: str,

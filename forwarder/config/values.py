@@ -6,9 +6,12 @@ ValueError with the reason a user reads.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import re
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -87,6 +90,16 @@ class Reader:
 
         return self.get(key, default, convert)
 
+    def each(self, key: str, convert: Callable[[Any], T]) -> list[T]:
+        """Converts each element of a list field, recording a problem for each bad one."""
+        out = []
+        for path, item in self.items(key):
+            try:
+                out.append(convert(item))
+            except ValueError as e:
+                self.problems.append(ConfigProblem(path, str(e)))
+        return out
+
     def items(self, key: str) -> list[tuple[str, Any]]:
         """Answers (path, item) for each element of a list field (a scalar counts as one)."""
         if not self.has(key):
@@ -156,11 +169,13 @@ def parse_network(v: Any) -> model.Network:
         raise ValueError(f"{v!r} is not an IP network (such as 10.0.0.0/8 or fc00::/7)") from None
 
 
-def parse_server(v: Any, any_port: bool = False) -> model.Server:
+def parse_server(v: Any, any_port: bool = False, default_port: int = 53) -> model.Server:
     """Answers a Server for `ip`, `ip:port` or `[v6]:port`; *any_port* admits port 0 (a
     listening address where the system picks the port). Raises ValueError."""
     text = as_text(v).strip()
-    host, port = text, 53
+    if text.lower().startswith(("https://", "http://")):
+        raise ValueError(f"{text!r} is a URL: URLs need transport: https")
+    host, port = text, default_port
     if text.startswith("["):
         end = text.find("]")
         if end < 0:
@@ -182,6 +197,74 @@ def parse_server(v: Any, any_port: bool = False) -> model.Server:
     if not (0 if any_port else 1) <= port < 65536:
         raise ValueError(f"{text!r}: port {port} is out of range")
     return model.Server(host, port)
+
+
+def parse_url(v: Any) -> model.Server:
+    """Answers a Server for a DNS-over-HTTPS URL `https://ip[:port][/path]` (path default
+    /dns-query). The host must be an IP address: nothing resolves upstream names before
+    the upstreams are reachable; the certificate's name goes in tls.server_name. Raises
+    ValueError."""
+    text = as_text(v).strip()
+    if not text.lower().startswith("https://"):
+        raise ValueError(f"{text!r}: transport https needs URLs such as "
+                         "https://10.10.0.10/dns-query")
+    try:
+        url = urllib.parse.urlsplit(text)
+        port = url.port or 443
+    except ValueError as e:
+        raise ValueError(f"{text!r} is not a valid URL: {e}") from None
+    host = url.hostname or ""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(f"{text!r}: the host must be an IP address (put the certificate's "
+                         "name in tls.server_name)") from None
+    if url.username or url.password or url.fragment:
+        raise ValueError(f"{text!r}: user names, passwords and fragments are not allowed")
+    if url.query:
+        raise ValueError(f"{text!r}: the URL must not have a query string (the forwarder "
+                         "adds ?dns= itself for method: get)")
+    if not 1 <= port < 65536:
+        raise ValueError(f"{text!r}: port {port} is out of range")
+    return model.Server(host, port, url.path or "/dns-query")
+
+
+_LABEL = r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?"
+_HOST = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+
+
+def parse_host(v: Any) -> str:
+    """Answers a TLS server name: an IP address, or a host name (letters, digits and
+    hyphens between dots; lower-cased, no trailing dot). Raises ValueError."""
+    text = as_text(v).strip()
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        pass
+    name = text.lower().rstrip(".")
+    if not _HOST.fullmatch(name) or len(name) > 253:
+        raise ValueError(f"{text!r} is not a host name (letters, digits and hyphens between "
+                         "dots) or an IP address")
+    return name
+
+
+PIN_PREFIX = "sha256/"
+
+
+def parse_pin(v: Any) -> bytes:
+    """Answers the 32-byte digest of a `sha256/BASE64` public-key pin. Raises ValueError."""
+    text = as_text(v).strip()
+    expected = ("expected sha256/ and the base64 SHA-256 of the server's public key (SPKI), "
+                f"found {text!r}")
+    if not text.startswith(PIN_PREFIX):
+        raise ValueError(expected)
+    try:
+        digest = base64.b64decode(text[len(PIN_PREFIX):], validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{expected}: not base64") from None
+    if len(digest) != 32:
+        raise ValueError(f"{expected}: {len(digest)} bytes, a SHA-256 digest has 32")
+    return digest
 
 
 def parse_name(v: Any, wildcard: bool = False) -> str:

@@ -14,13 +14,14 @@ from forwarder.config import model
 from forwarder.dns import wire
 from forwarder.errors import FormError, UpstreamError
 from forwarder.query import Query, Reply
-from forwarder.upstream import selection
+from forwarder.upstream import selection, transports
 from forwarder.upstream.transports import tcp, udp
 
 log = logging.getLogger("forwarder")
 
 UPSTREAM_ERROR_KINDS = ("timeout", "refused", "servfail", "mismatch", "tcp", "truncated",
-                        "network", "malformed")
+                        "network", "malformed", "certificate", "pin", "handshake",
+                        "handshake_timeout", "http_status", "http", "connection")
 MIN_TRY = 0.01  # seconds: timers fire a little early; a try with less left is no try
 FAILOVER_RCODES = (wire.Rcode.SERVFAIL, wire.Rcode.REFUSED)
 
@@ -36,8 +37,11 @@ class ServerState:
         "healthy",
         "host",
         "label",
+        "last_failure",
+        "link",
         "port",
         "rtt",
+        "server",
         "srtt",
         "udp_pool",
         "udp_queries",
@@ -49,6 +53,9 @@ class ServerState:
         self.host = server.host
         self.port = server.port
         self.label = server.label
+        self.server = server
+        self.link: transports.Transport | None = None  # set by the Group (transports.attach)
+        self.last_failure: str | None = None  # why the last try or probe failed, for /readyz
         self.healthy = True
         self.srtt = 0.0
         self.consecutive_failures = 0
@@ -78,11 +85,16 @@ class ServerState:
         """Closes the server's upstream sockets and forgets its metric series (a reload
         dropped it, or the process is stopping)."""
         self.udp_pool.close()
+        if self.link is not None:
+            self.link.close()
         metrics.PENDING.flushers.discard(self)
-        series = [(metrics.upstream_queries, (t,)) for t in ("udp", "tcp")]
+        series = [(metrics.upstream_queries, (t,)) for t in model.TRANSPORTS]
         series += [(metrics.upstream_errors, (k,)) for k in UPSTREAM_ERROR_KINDS]
         series += [(metrics.upstream_health_checks, (r,)) for r in ("success", "failure")]
         series += [(metrics.upstream_duration, ())]
+        series += [(metrics.upstream_connections, (t, event)) for t in model.ENCRYPTED
+                   for event in ("opened", "reused", "failed")]
+        series += [(metrics.upstream_handshake_duration, (t,)) for t in model.ENCRYPTED]
         for metric, rest in series:
             with contextlib.suppress(KeyError):
                 metric.remove(self.group, self.label, *rest)
@@ -122,6 +134,7 @@ class Group:
         self.servers = servers or [ServerState(cfg.name, s) for s in cfg.servers]
         self.selection = selection.build(cfg.selection)
         self.actively_checked = False  # set by the health service while it probes this group
+        transports.attach(cfg, self.servers)  # type: ignore[arg-type]
         for s in self.servers:
             metrics.upstream_healthy.labels(self.name, s.label).set(1 if s.healthy else 0)
 
@@ -179,8 +192,8 @@ class Group:
         failed (the state says why; `exchange(q, state)` goes on). Answers False, having
         done nothing, when the group does not ask over UDP or there is no time for a try."""
         cfg = self.cfg
-        if cfg.transport == "tcp" or cfg.attempts < 1:
-            return False
+        if cfg.transport != "udp" or cfg.attempts < 1:
+            return False  # tcp, tls and https go through ask()
         timeout = min(cfg.timeout, cfg.budget)
         if timeout <= MIN_TRY:
             return False
@@ -210,7 +223,14 @@ class Group:
     def failed(self, state: Attempts, server: ServerState, error: BaseException) -> None:
         """Records a try that brought no reply (TimeoutError, OSError) or an unreadable one
         (FormError)."""
-        if isinstance(error, TimeoutError):
+        if isinstance(error, transports.TransportError):
+            # an encrypted transport's failure: its reason names the server
+            if error.kind == "handshake_timeout":
+                state.timeouts += 1
+            state.failures.append(error.reason)
+            server.last_failure = error.reason
+            self._failed(server, error.kind)
+        elif isinstance(error, TimeoutError):
             state.timeouts += 1
             state.failures.append(f"{server.label} timed out")
             self._failed(server, "timeout")
@@ -253,8 +273,13 @@ class Group:
         flags: int, do: bool, timeout: float, over_tcp: bool = False,
     ) -> Reply:
         started = time.perf_counter()
-        if over_tcp or self.cfg.transport == "tcp":
+        transport = self.cfg.transport
+        if over_tcp:
             data = await self._tcp(server, question, qname, qtype, qclass, flags, do, timeout)
+        elif transport != "udp":  # tcp, tls, https: the registry's transport for the server
+            metrics.upstream_queries.labels(self.name, server.label, transport).inc()
+            data = await server.link.exchange(  # type: ignore[union-attr]
+                wire.upstream_query(0, flags, question, do), qname, qtype, qclass, timeout)
         else:
             server.udp_sent += 1
             # ID 0: the pool puts a random ID of its own, not in flight on its socket, there
@@ -285,6 +310,7 @@ class Group:
         """Passive health: any reply ends a run of timeouts. Without active checks nothing
         else would bring a server marked down back, so a reply does."""
         server.consecutive_failures = 0
+        server.last_failure = None
         if not server.healthy and not self.actively_checked:
             server.set_healthy(True)
 

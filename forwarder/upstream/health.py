@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -29,8 +28,8 @@ from forwarder import metrics
 from forwarder.config import model
 from forwarder.dns import answers, netsets, wire
 from forwarder.errors import UpstreamError
+from forwarder.upstream import transports
 from forwarder.upstream.group import Group, ServerState
-from forwarder.upstream.transports import tcp, udp
 
 if TYPE_CHECKING:
     from forwarder.server import Server
@@ -72,13 +71,16 @@ async def probe(server: ServerState, transport: str, check: model.HealthCheck) -
     """Sends one health-check query to *server*; answers None if it answered usefully,
     otherwise why not (a timeout, a network error, SERVFAIL or REFUSED)."""
     qname = wire.text_to_name(check.name)
-    ident = secrets.randbits(16)
-    query = wire.upstream_query(ident, wire.RD, wire.question_of(qname, check.qtype, CLASS_IN),
+    query = wire.upstream_query(0, wire.RD, wire.question_of(qname, check.qtype, CLASS_IN),
                                 False)
-    exchange = tcp.exchange if transport == "tcp" else udp.exchange
+    link = server.link
+    if link is None or link.name != transport:  # a server outside a group: udp or tcp
+        link = transports.open_link(model.UpstreamGroup("probe", (), transport=transport),
+                                    server.server, _ignore_mismatch)
     try:
-        data = await exchange(server.host, server.port, query, ident, qname, check.qtype,
-                              CLASS_IN, check.timeout, _ignore_mismatch)
+        data = await link.exchange(query, qname, check.qtype, CLASS_IN, check.timeout)
+    except transports.TransportError as e:  # tls and https: the reason names the server
+        return e.reason
     except TimeoutError:
         return f"no reply within {check.timeout:g}s"
     except OSError as e:  # asyncio's strerror says "Connect call failed (...)": use errno's
@@ -333,6 +335,7 @@ class HealthService:
             self._wake.set()
         metrics.upstream_health_checks.labels(
             group.name, server.label, "failure" if problem else "success").inc()
+        server.last_failure = problem
         if server.healthy != state.seen_healthy:
             state.rises = state.falls = 0  # marked by real queries: start counting afresh
         if problem is None:
@@ -387,6 +390,8 @@ def readiness(server: Server) -> tuple[bool, dict[str, Any]]:
         if group is None:
             continue
         servers = {s.label: "up" if s.healthy else "down" for s in group.servers}
+        # why servers failed last (a certificate, an HTTP status, ...), while they do
+        failures = {s.label: s.last_failure for s in group.servers if s.last_failure}
         if group.cfg.canary is None:
             status, detail = CANARY_NONE, ""
         elif health is None:
@@ -395,6 +400,8 @@ def readiness(server: Server) -> tuple[bool, dict[str, Any]]:
             status, detail = health.canary_status(name)
         if not any(s.healthy for s in group.servers):
             reason = f"no healthy server: all {len(servers)} down"
+            if failures:
+                reason += " (" + "; ".join(f"{k}: {v}" for k, v in failures.items()) + ")"
         elif status == CANARY_FAILING:
             reason = f"canary failing: {detail}"
         elif status == CANARY_PENDING:
@@ -410,6 +417,8 @@ def readiness(server: Server) -> tuple[bool, dict[str, Any]]:
             "servers": servers,
             "canary": f"failing: {detail}" if status == CANARY_FAILING else status,
         }
+        if failures:
+            groups[name]["failures"] = failures
     ready = not reasons
     return ready, {"ready": ready, "listening": listening, "reason": "; ".join(reasons) or "ok",
                    "groups": groups}
