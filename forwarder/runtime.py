@@ -40,6 +40,8 @@ class Runtime:
             self.querylog.close()  # not when a reload handed it on to the next runtime
         if self.cache is not None:
             self.cache.release(self)  # closes it unless a newer runtime shares it
+        for group in self.groups.values():
+            group.close()  # its tls/https connections, once their queries are over
 
 
 def preload() -> None:

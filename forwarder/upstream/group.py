@@ -38,7 +38,6 @@ class ServerState:
         "host",
         "label",
         "last_failure",
-        "link",
         "port",
         "rtt",
         "server",
@@ -54,7 +53,6 @@ class ServerState:
         self.port = server.port
         self.label = server.label
         self.server = server
-        self.link: transports.Transport | None = None  # set by the Group (transports.attach)
         self.last_failure: str | None = None  # why the last try or probe failed, for /readyz
         self.healthy = True
         self.srtt = 0.0
@@ -85,8 +83,6 @@ class ServerState:
         """Closes the server's upstream sockets and forgets its metric series (a reload
         dropped it, or the process is stopping)."""
         self.udp_pool.close()
-        if self.link is not None:
-            self.link.close()
         metrics.PENDING.flushers.discard(self)
         series = [(metrics.upstream_queries, (t,)) for t in model.TRANSPORTS]
         series += [(metrics.upstream_errors, (k,)) for k in UPSTREAM_ERROR_KINDS]
@@ -134,7 +130,8 @@ class Group:
         self.servers = servers or [ServerState(cfg.name, s) for s in cfg.servers]
         self.selection = selection.build(cfg.selection)
         self.actively_checked = False  # set by the health service while it probes this group
-        transports.attach(cfg, self.servers)  # type: ignore[arg-type]
+        # per configuration: a reload that is rejected must not touch the running links
+        self.links = transports.links(cfg, [s.server for s in self.servers])
         for s in self.servers:
             metrics.upstream_healthy.labels(self.name, s.label).set(1 if s.healthy else 0)
 
@@ -220,6 +217,12 @@ class Group:
             loop.call_soon(first.failed, e)
         return True
 
+    def close(self) -> None:
+        """Closes the group's connections once the queries on them are over (the runtime
+        that built it was replaced, or the process is stopping)."""
+        for link in self.links.values():
+            link.close()
+
     def failed(self, state: Attempts, server: ServerState, error: BaseException) -> None:
         """Records a try that brought no reply (TimeoutError, OSError) or an unreadable one
         (FormError)."""
@@ -278,7 +281,7 @@ class Group:
             data = await self._tcp(server, question, qname, qtype, qclass, flags, do, timeout)
         elif transport != "udp":  # tcp, tls, https: the registry's transport for the server
             metrics.upstream_queries.labels(self.name, server.label, transport).inc()
-            data = await server.link.exchange(  # type: ignore[union-attr]
+            data = await self.links[server.label].exchange(
                 wire.upstream_query(0, flags, question, do), qname, qtype, qclass, timeout)
         else:
             server.udp_sent += 1

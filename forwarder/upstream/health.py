@@ -67,14 +67,16 @@ def groups_in_use(cfg: model.Config) -> list[str]:
     return list(names)
 
 
-async def probe(server: ServerState, transport: str, check: model.HealthCheck) -> str | None:
-    """Sends one health-check query to *server*; answers None if it answered usefully,
-    otherwise why not (a timeout, a network error, SERVFAIL or REFUSED)."""
+async def probe(server: ServerState, transport: str, check: model.HealthCheck,
+                link: transports.Transport | None = None) -> str | None:
+    """Sends one health-check query to *server* over *link* (its group's, so tls and https
+    probes use the group's connection) or a fresh udp/tcp one; answers None if it
+    answered usefully, otherwise why not (a timeout, a network error, a certificate,
+    an HTTP status, SERVFAIL or REFUSED)."""
     qname = wire.text_to_name(check.name)
     query = wire.upstream_query(0, wire.RD, wire.question_of(qname, check.qtype, CLASS_IN),
                                 False)
-    link = server.link
-    if link is None or link.name != transport:  # a server outside a group: udp or tcp
+    if link is None:  # a server outside a group: udp or tcp
         link = transports.open_link(model.UpstreamGroup("probe", (), transport=transport),
                                     server.server, _ignore_mismatch)
     try:
@@ -326,7 +328,8 @@ class HealthService:
         started = loop.time()
         server, check = state.server, state.check
         try:
-            problem = await probe(server, state.transport, check)
+            problem = await probe(server, state.transport, check,
+                                  group.links.get(server.label))
         except Exception as e:  # never let one probe end the checks
             problem = f"internal error: {e!r}"
         finally:

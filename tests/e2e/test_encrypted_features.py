@@ -185,3 +185,30 @@ async def test_explain_names_the_transport_and_server(pki: Pki, transport: str) 
     assert code == 0
     assert f"group g over {transport}: asked {address(fake)} (try 1)" in out.getvalue()
     assert "192.0.2.1" in out.getvalue()
+
+
+async def test_reload_applies_new_tls_settings_and_a_rejected_one_changes_nothing(
+        pki: Pki, transport: str, tmp_path: Path) -> None:
+    """A reload that is rejected (a hook file that does not exist) leaves the running
+    connection alone; one that is accepted applies the new tls settings (here a
+    server_name the certificate does not carry: SERVFAIL naming it)."""
+    import yaml
+
+    fake = make(pki, transport)
+    path = tmp_path / "forwarder.yaml"
+    async with fake:
+        cfg = secure_config(pki, transport, [address(fake)])
+        cfg["cache"] = {"enabled": False}
+        path.write_text(yaml.safe_dump(cfg))
+        async with running(cfg, str(path)) as srv:
+            assert (await query(srv, "udp", "a.example")).rcode() == dns.rcode.NOERROR
+            cfg["upstreams"]["g"]["tls"]["server_name"] = "elsewhere.test"
+            path.write_text(yaml.safe_dump({**cfg, "hooks": [{"path": "/nonexistent.py"}]}))
+            assert not await srv.reload()
+            kept = await query(srv, "udp", "b.example")
+            path.write_text(yaml.safe_dump(cfg))
+            assert await srv.reload()
+            changed = await query(srv, "udp", "c.example", use_edns=0)
+    assert kept.rcode() == dns.rcode.NOERROR and fake.connections == 1
+    assert changed.rcode() == dns.rcode.SERVFAIL
+    assert "certificate for 127.0.0.1 does not match elsewhere.test" in ede_of(changed)[0][1]

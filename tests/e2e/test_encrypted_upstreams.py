@@ -164,10 +164,9 @@ async def test_idle_connection_closed_after_idle_timeout(pki: Pki, dot: FakeDot)
     """DoT, idle_timeout 0.1s: the forwarder closes the connection it no longer uses."""
     async with running(secure_config(pki, "tls", [dot.addr], idle_timeout=0.1)) as srv:
         await query(srv, "udp", "idle.example")
-        group = srv.runtime.groups["g"]
-        link = group.servers[0].link
-        assert link.channel is not None  # type: ignore[union-attr]
-        channel = link.channel  # type: ignore[union-attr]
+        link = srv.runtime.groups["g"].links[dot.addr]
+        channel = link.channel  # type: ignore[attr-defined]
+        assert channel is not None
         async with asyncio.timeout(2):
             while not channel.closed:
                 await asyncio.sleep(0.02)  # poll: the idle timer is the forwarder's own

@@ -120,6 +120,7 @@ async def unbound(pki: Pki, tmp_path: Path) -> AsyncIterator[dict[str, int]]:
     access-control: 127.0.0.0/8 allow
     module-config: "iterator"
     do-ip6: no
+    local-zone: "." refuse
     local-zone: "example.test." static
     local-data: "www.example.test. 300 IN A {ANSWER}"
 remote-control:
@@ -140,6 +141,7 @@ async def dnsdist(pki: Pki, tmp_path: Path) -> AsyncIterator[dict[str, int]]:
 addTLSLocal("127.0.0.1:{tls}", "{cert}", "{key}")
 addDOHLocal("127.0.0.1:{https}", "{cert}", "{key}", "/dns-query")
 setACL({{"127.0.0.0/8"}})
+setSecurityPollSuffix("")
 addAction(QNameRule("www.example.test."), SpoofAction("{ANSWER}"))
 addAction(AllRule(), RCodeAction(DNSRCode.REFUSED))
 """)

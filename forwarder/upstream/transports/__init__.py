@@ -1,6 +1,7 @@
 """The transport registry: each `transport:` name and how a group reaches one of its
 servers over it (`attach`). udp and tcp ask on a fresh socket or connection each time;
-tls and https keep a persistent, verified connection per server."""
+tls and https keep a persistent, verified connection per server. A Group holds the links
+its configuration made (`links`); health probes of a bare server use `open_link`."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import ssl
 from collections.abc import Callable
 from typing import Protocol
 
+from forwarder import metrics
 from forwarder.config import model
 from forwarder.upstream.transports import https, secure, tcp, tls, udp
 from forwarder.upstream.transports.base import Fresh, Transport, TransportError
 
-__all__ = ["REGISTRY", "Transport", "TransportError", "attach", "open_link"]
+__all__ = ["REGISTRY", "Transport", "TransportError", "links", "open_link"]
 
 
 class Factory(Protocol):
@@ -29,32 +31,26 @@ REGISTRY: dict[str, Factory] = {
 ALPN = {"tls": None, "https": ["h2"]}
 
 
-class Linked(Protocol):
-    """What `attach` needs of a server's run-time state (upstream.group.ServerState)."""
-
-    server: model.Server
-    link: Transport | None
-
-    def count_mismatch(self) -> None: ...
-
-
 def open_link(group: model.UpstreamGroup, server: model.Server,
               on_mismatch: Callable[[], None] = lambda: None) -> Transport:
     """A Transport to *server* over *group*'s transport."""
-    ctx = secure.context(group, ALPN[group.transport]) \
-        if group.transport in model.ENCRYPTED else None
-    return REGISTRY[group.transport](group, server, ctx, on_mismatch)
+    return REGISTRY[group.transport](group, server, _context(group), on_mismatch)
 
 
-def attach(group: model.UpstreamGroup, states: list[Linked]) -> None:
-    """Gives each server of *group* a fresh Transport for this configuration (one TLS
-    context for the group); a link an earlier configuration left is closed gently, once
-    its queries are over."""
-    ctx = secure.context(group, ALPN[group.transport]) \
-        if group.transport in model.ENCRYPTED else None
+def links(group: model.UpstreamGroup, servers: list[model.Server]) -> dict[str, Transport]:
+    """A Transport to each of *servers* over *group*'s transport, by server label, with
+    one TLS context for the group. Encrypted links connect on first use."""
+    ctx = _context(group)
     factory = REGISTRY[group.transport]
-    for state in states:
-        old = state.link
-        state.link = factory(group, state.server, ctx, state.count_mismatch)
-        if old is not None:
-            old.close()
+    return {s.label: factory(group, s, ctx, _mismatch(group.name, s.label)) for s in servers}
+
+
+def _context(group: model.UpstreamGroup) -> ssl.SSLContext | None:
+    if group.transport not in model.ENCRYPTED:
+        return None
+    return secure.context(group, ALPN[group.transport])
+
+
+def _mismatch(group: str, label: str) -> Callable[[], None]:
+    """Counts a reply that is not ours (wrong ID or question) for that server."""
+    return metrics.upstream_errors.labels(group, label, "mismatch").inc
