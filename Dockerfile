@@ -4,30 +4,35 @@
 #
 #   docker build -t forwarder .
 #   docker run --rm -p 53:53/udp -p 53:53/tcp -p 9153:9153 \
-#       --sysctl net.ipv4.ip_unprivileged_port_start=53 \
-#       -v "$PWD/container.yaml:/etc/forwarder/forwarder.yaml:ro" forwarder
+#       -v "$PWD/my.yaml:/etc/forwarder/forwarder.yaml:ro" forwarder
 #
-# The image ships config/forwarder.yaml as /etc/forwarder/forwarder.yaml. That default
-# listens on 127.0.0.1:5353 with metrics on 127.0.0.1:9153: reachable only from inside
-# the container (enough for the HEALTHCHECK). For real use mount a config (or a whole
-# /etc/forwarder directory, read-only is fine) that listens on 0.0.0.0:53 (and "::"
-# for IPv6), sets `metrics: {listen: "0.0.0.0:9153"}`, and whose `acl.allow` covers
-# your clients.
+# The image ships config/container.yaml as /etc/forwarder/forwarder.yaml: DNS on
+# 0.0.0.0:53 (UDP and TCP) forwarding to the container's resolvers, for the clients the
+# default acl admits (loopback and private networks: Docker's bridges, pod networks), and
+# /metrics, /healthz, /readyz on 0.0.0.0:9153, as EXPOSE says. For real use mount a config
+# (or a whole /etc/forwarder directory, read-only is fine) with your zones and upstreams.
 #
-# Port 53 as the unprivileged user `forwarder`:
-#   --sysctl net.ipv4.ip_unprivileged_port_start=53
-#       for a container with its own network namespace (not --network host). Docker
-#       20.10+ already sets this sysctl to 0 there, so port 53 just works.
-#   --cap-add NET_BIND_SERVICE
-#       is enough only for a root process: Docker does not raise capabilities into
-#       the ambient set for a non-root USER. To use it, start as root and let forwarder
-#       drop privileges itself after binding:
+# HEALTHCHECK runs `forwarder health -c /etc/forwarder/forwarder.yaml`: it reads the same
+# file to find /readyz on `metrics.listen` (or, with metrics off, asks DNS on the first
+# listener), so a mounted config with other ports or without metrics stays healthy.
+#
+# Port 53 as the unprivileged user `forwarder` (uid 10053), no capability needed:
+#   net.ipv4.ip_unprivileged_port_start at 53 or below in the container's network
+#       namespace. Docker 20.10+ sets it to 0 for a container with its own network
+#       namespace, so port 53 just works; on older engines pass
+#       --sysctl net.ipv4.ip_unprivileged_port_start=53. Kubernetes: the pod's
+#       securityContext.sysctls (a safe sysctl since 1.22; deploy/kubernetes/).
+#   With --network host the sysctl is the host's: either set it there, or start as root
+#       with only NET_BIND_SERVICE and let forwarder drop privileges after binding
+#       (Docker does not raise capabilities into the ambient set for a non-root USER):
 #         docker run --user 0 --cap-drop ALL \
 #             --cap-add NET_BIND_SERVICE --cap-add SETUID --cap-add SETGID ... \
 #             forwarder forwarder run -c /etc/forwarder/forwarder.yaml --user forwarder
-# Reload the configuration with `docker kill -s HUP <name>`; `docker stop` sends
-# SIGTERM, on which forwarder drains and exits 0.
+# Reload the configuration with `docker kill -s HUP <name>`; `docker stop` sends SIGTERM,
+# on which forwarder drains and exits 0.
 #
+# Dependencies are installed from requirements.lock (exact versions and their sha256
+# hashes, `pip install --require-hashes`), the project itself without dependencies.
 # scripts/container-smoke.sh performs the same install steps without a Docker engine.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -42,8 +47,12 @@ ENV PIP_NO_CACHE_DIR=1 \
 RUN python -m venv /opt/forwarder
 
 WORKDIR /src
+# the locked dependencies first (a layer that outlives source changes), every file checked
+# against its hash; setuptools, the build backend, is locked too: nothing unhashed is fetched
+COPY requirements.lock /src/requirements.lock
+RUN /opt/forwarder/bin/pip install --no-cache-dir --require-hashes -r /src/requirements.lock
 COPY . /src
-RUN /opt/forwarder/bin/pip install --no-cache-dir /src
+RUN /opt/forwarder/bin/pip install --no-cache-dir --no-deps --no-build-isolation /src
 
 # ---- final: the venv, a non-root user, the default config ---------------------------
 FROM ${PYTHON_IMAGE}
@@ -63,14 +72,14 @@ RUN groupadd --system --gid "${FORWARDER_UID}" forwarder \
         --home-dir /nonexistent --shell /usr/sbin/nologin forwarder
 
 # Default configuration; mount your own over /etc/forwarder (read-only is fine).
-COPY config/forwarder.yaml /etc/forwarder/forwarder.yaml
+COPY config/container.yaml /etc/forwarder/forwarder.yaml
 
-# DNS (with a config listening on port 53) and metrics/health (/metrics /healthz /readyz).
+# DNS and metrics/health (/metrics /healthz /readyz): the ports of the default config.
 EXPOSE 53/udp 53/tcp 9153
 
-# No curl in the slim image: python's urllib asks /healthz; any error or non-200 fails.
+# Ready per the mounted config's own endpoint: /readyz on metrics.listen, else DNS.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import sys, urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:9153/healthz', timeout=4).status == 200 else 1)"]
+    CMD ["forwarder", "health", "-c", "/etc/forwarder/forwarder.yaml"]
 
 USER ${FORWARDER_UID}:${FORWARDER_UID}
 

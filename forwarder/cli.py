@@ -1,4 +1,5 @@
-"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`; exit codes.
+"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`, `health`; exit
+codes.
 
 Exit codes: 0 success, 1 runtime failure (e.g. cannot bind), 2 invalid configuration or
 usage, 3 `lab` expectations not met.
@@ -48,6 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     reload = sub.add_parser("reload", help="ask a running forwarder to reload (SIGHUP)")
     reload.add_argument("--pid-file", required=True, help="the pid file of the running forwarder")
+
+    health = sub.add_parser("health", help="probe the forwarder a configuration describes: "
+                                           "exit 0 if ready, 1 if not (for HEALTHCHECK)")
+    health.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
+    health.add_argument("--timeout", type=float, default=4.0,
+                        help="seconds to wait for an answer (default 4)")
     return parser
 
 
@@ -68,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
         return lab.main(serve=args.serve, port=args.port)
     if args.command == "reload":
         return reload_running(args.pid_file)
+    if args.command == "health":
+        from forwarder.ops import health
+
+        return health.main(args.config, args.timeout)
     return EXIT_CONFIG
 
 
