@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 
 class ForwarderError(Exception):
@@ -48,20 +49,42 @@ class HookError(ForwarderError):
 class ConfigProblem:
     """One problem in a configuration file: where it is and what is wrong."""
 
-    path: str
+    path: str  # the field, as `zones[2].upstream`; "" for the file as a whole
     reason: str
+    line: int = 0  # 1-based; 0 when not known (data that did not come from a file)
+    column: int = 0
+    at_key: bool = False  # the key itself is wrong (unknown, duplicate), not its value
 
     def __str__(self) -> str:
         return f"{self.path}: {self.reason}" if self.path else self.reason
 
+    def where(self, source: str) -> str:
+        """`FILE:LINE:COLUMN`, or `FILE` when the position is not known."""
+        return f"{source}:{self.line}:{self.column}" if self.line else source
+
+
+class Locator(Protocol):
+    """Gives a problem its line and column (`config.source.Positions`)."""
+
+    def locate(self, problem: ConfigProblem) -> ConfigProblem: ...
+
 
 class ConfigError(ForwarderError):
-    """A configuration file is invalid; lists every problem found, each with its field path."""
+    """A configuration file is invalid; lists every problem found, each with its field path
+    and, given *positions*, its line and column, in file order."""
 
-    def __init__(self, source: str, problems: list[ConfigProblem]) -> None:
+    def __init__(self, source: str, problems: list[ConfigProblem],
+                 positions: Locator | None = None) -> None:
+        if positions is not None:
+            located = [positions.locate(p) for p in problems]
+            problems = sorted(located, key=lambda p: (p.line, p.column))
         self.source = source
         self.problems = tuple(problems)
         super().__init__(self.render())
 
+    def lines(self) -> list[str]:
+        """One line per problem: `FILE:LINE:COLUMN: field.path: reason`."""
+        return [f"{p.where(self.source)}: {p}" for p in self.problems]
+
     def render(self) -> str:
-        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+        return "\n".join(self.lines())

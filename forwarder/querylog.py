@@ -220,4 +220,5 @@ def build(cfg: model.Config, previous: QueryLog | None) -> QueryLog | None:
         return QueryLog(settings)
     except OSError as e:
         raise ConfigError(cfg.source, [ConfigProblem(
-            "querylog.path", f"cannot open {settings.path!r}: {e.strerror or e}")]) from None
+            "querylog.path", f"cannot open {settings.path!r}: {e.strerror or e}")],
+            cfg.positions) from None

@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 from forwarder import config as config_mod
 from forwarder import metrics, runtime
-from forwarder.config.model import START_ONLY, Config, Listener
+from forwarder.config import schema
+from forwarder.config.model import Config, Listener
 from forwarder.errors import ConfigError
 from forwarder.listeners import sockets, tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
@@ -62,6 +63,8 @@ class Server:
         self.listening = False
         self.stopping = False
         self.on_reload: list[Callable[[bool], Awaitable[None] | None]] = []
+        # start-only settings the file changed since the start, by key: their new values
+        self.restart_pending: dict[str, Any] = {}
         self._stopped = asyncio.Event()
         self._signal_tasks: set[asyncio.Future[Any]] = set()
         metrics.config_reloads.labels("success")
@@ -158,13 +161,16 @@ class Server:
         return True
 
     def apply(self, cfg: Config) -> None:
-        """Swaps in a new configuration. Raises ConfigError if its runtime cannot be built."""
-        if cfg.start_only() != self.config.start_only():
-            log.warning("%s: a change there needs a restart; keeping the running values",
-                        ", ".join(START_ONLY))
+        """Swaps in a new configuration, keeping the running start-only settings (each one
+        the file changes is logged). Raises ConfigError if its runtime cannot be built."""
+        running = schema.start_only(self.config)
+        differ = {key: value for key, value in schema.start_only(cfg).items()
+                  if value != running[key]}
+        cfg = schema.keep_start_only(cfg, self.config)
         new = runtime.build(cfg, previous=self.holder.current)
         old = self.holder.swap(new)
         self.config = cfg
+        self._restart_needed(differ, running)
         metrics.config_reloads.labels("success").inc()
         metrics.config_last_reload_success.set(time.time())
         log.info("configuration reloaded from %s: %d rules, %d groups", cfg.source,
@@ -175,6 +181,20 @@ class Server:
                 if id(state) not in kept:
                     state.close()  # a server the new configuration dropped
         old.close()
+
+    def _restart_needed(self, differ: dict[str, Any], running: dict[str, Any]) -> None:
+        """Logs each start-only setting the file sets to another value than the running
+        one, once: not again on the next reload of the same value, nor once the file is
+        back to the running value. Workers share one file: worker 0 speaks for them."""
+        if self.worker in (None, 0):
+            for key, value in differ.items():
+                if self.restart_pending.get(key) != value:
+                    log.warning("%s: %s in %s, %s running: only a restart applies it; the "
+                                "running value stays until then", key, _shown(value),
+                                self.config_path, _shown(running[key]),
+                                extra={"key": key, "configured": _shown(value),
+                                       "running": _shown(running[key])})
+        self.restart_pending = differ
 
     async def _notify_reload(self, ok: bool) -> None:
         for callback in self.on_reload:
@@ -241,3 +261,14 @@ class Server:
         loop.add_signal_handler(signal.SIGHUP, reload)
         loop.add_signal_handler(signal.SIGTERM, terminate)
         loop.add_signal_handler(signal.SIGINT, terminate)
+
+
+def _shown(value: Any) -> str:
+    """A setting's value as the YAML would say it."""
+    if value is None:
+        return "not set"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):
+        return "[" + ", ".join(getattr(v, "label", str(v)) for v in value) + "]"
+    return str(value)

@@ -50,7 +50,7 @@ async def test_check_config_good_and_bad(tmp_path: Path) -> None:
     assert code == 0 and "ok" in out
     code, _, err = await run_cli("check-config", str(bad))
     assert code == 2
-    assert f"{bad}: zones[2].upstream: unknown upstream group 'r53'" in err
+    assert f"{bad}:5:38: zones[2].upstream: unknown upstream group 'r53'" in err
 
 
 async def test_run_refuses_bad_config(tmp_path: Path) -> None:

@@ -1,14 +1,21 @@
-"""The configuration model: frozen, slotted dataclasses, built once by `config.parse`.
+"""The configuration model and its schema: frozen, slotted dataclasses, built once by
+`config.parse`.
 
-Runtime code reads these objects, never raw YAML. Start-only settings (listen, user,
-workers, metrics.listen) are kept apart from what a reload may replace (`Config.runtime_key`).
+Each field states, once, what the YAML key is called, its default, its bounds and whether
+only a start applies it (`setting(...)`); `config.schema` reads those statements, so the
+parser, the list of allowed keys and the reload's restart check cannot disagree with the
+model. Runtime code reads these objects, never raw YAML.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from forwarder.config.source import Positions
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -18,6 +25,24 @@ DEFAULT_ACL = (
 )
 DEFAULT_PROTECTED = ("amazonaws.com", "amazonaws.com.cn", "api.aws", "api.amazonwebservices.com.cn")
 DEFAULT_ALLOWED = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
+MAX_TTL = 604_800  # a week: the longest TTL a local answer or a cache bound may state
+
+
+def setting(default: Any = dataclasses.MISSING, *, factory: Any = dataclasses.MISSING,
+            lo: float | None = None, hi: float | None = None, kind: str | None = None,
+            choices: tuple[str, ...] | None = None, key: str | None = None,
+            restart: bool = False, derived: bool = False) -> Any:
+    """One field of the schema.
+
+    *lo*/*hi* bound numbers; *kind* reads a value as a `duration` (1.5, "50ms"), a domain
+    `name`, a query `qtype`, a listening `address` (ip:port) or a TLS server name (`host`:
+    a host name or an IP address); *choices* lists the words
+    a text field accepts; *key* is the YAML key when it differs from the field's name;
+    *restart* marks what only a start applies (a reload keeps the running value and says
+    so); *derived* fields are not YAML keys (a group's name is its mapping key)."""
+    meta = {"lo": lo, "hi": hi, "kind": kind, "choices": choices, "key": key,
+            "restart": restart, "derived": derived}
+    return dataclasses.field(default=default, default_factory=factory, metadata=meta)
 
 
 class Selection(StrEnum):
@@ -54,9 +79,9 @@ class PolicyMode(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    address: str
-    port: int
-    protocols: tuple[str, ...] = ("udp", "tcp")
+    address: str = setting()
+    port: int = setting(53, lo=0, hi=65535)
+    protocols: tuple[str, ...] = setting(("udp", "tcp"))
 
     @property
     def label(self) -> str:
@@ -89,180 +114,187 @@ DEFAULT_PORTS = {"udp": 53, "tcp": 53, "tls": 853, "https": 443}
 class TlsSettings:
     """How an encrypted upstream's certificate is checked (transport tls or https)."""
 
-    server_name: str | None = None  # SNI and the name to verify; None: the server's IP
-    ca_file: str | None = None  # None: the system trust store
-    pins: tuple[bytes, ...] = ()  # SHA-256 digests of acceptable public keys (SPKI)
-    insecure_skip_verify: bool = False
+    # SNI and the name to verify; None: the server's IP
+    server_name: str | None = setting(None, kind="host")
+    ca_file: str | None = setting(None)  # None: the system trust store
+    # SHA-256 digests of acceptable public keys (SPKI), given as sha256/BASE64
+    pins: tuple[bytes, ...] = setting(())
+    insecure_skip_verify: bool = setting(False)
 
 
 @dataclass(frozen=True, slots=True)
 class HealthCheck:
-    enabled: bool = True
-    interval: float = 10.0
-    timeout: float = 1.0
-    name: str = "."
-    qtype: int = 2  # NS
-    rise: int = 2
-    fall: int = 3
-    max_failures: int = 3  # passive: consecutive timeouts that mark a server down
+    enabled: bool = setting(True)
+    interval: float = setting(10.0, lo=0.05, kind="duration")
+    timeout: float = setting(1.0, lo=0.001, kind="duration")
+    name: str = setting(".", kind="name")
+    qtype: int = setting(2, kind="qtype", key="type")  # NS
+    rise: int = setting(2, lo=1, hi=100)
+    fall: int = setting(3, lo=1, hi=100)
+    # passive: consecutive timeouts that mark a server down
+    max_failures: int = setting(3, lo=1, hi=1000)
 
 
 @dataclass(frozen=True, slots=True)
 class Canary:
     """A name a group must resolve to allowed addresses for the group to be ready."""
 
-    name: str
-    qtype: int = 1
-    expect: str = "allowed"  # allowed: every address passes the policy
-    policy: str | None = None
+    name: str = setting(kind="name")
+    qtype: int = setting(1, kind="qtype", key="type")
+    expect: str = setting("allowed", choices=("allowed",))  # every address passes the policy
+    policy: str | None = setting(None)
 
 
 @dataclass(frozen=True, slots=True)
 class UpstreamGroup:
-    name: str
-    servers: tuple[Server, ...]
-    selection: Selection = Selection.SEQUENTIAL
-    timeout: float = 1.0  # seconds per try
-    attempts: int = 3  # tries in all, across servers
-    budget: float = 4.0  # seconds for all tries together
-    transport: str = "udp"  # udp (TCP on truncation) | tcp | tls | https
-    health: HealthCheck = field(default_factory=HealthCheck)
-    canary: Canary | None = None
-    tls: TlsSettings = field(default_factory=TlsSettings)  # transport tls and https
-    method: str = "post"  # transport https: post | get
-    idle_timeout: float = 10.0  # transport tls and https: close a connection idle this long
+    name: str = setting(derived=True)
+    servers: tuple[Server, ...] = setting()
+    selection: Selection = setting(Selection.SEQUENTIAL)
+    timeout: float = setting(1.0, lo=0.001, kind="duration")  # seconds per try
+    attempts: int = setting(3, lo=1, hi=20)  # tries in all, across servers
+    # seconds for all tries together; when not given: timeout * attempts + 1
+    budget: float = setting(4.0, lo=0.001, kind="duration")
+    # udp (TCP on truncation) | tcp | tls | https
+    transport: str = setting("udp", choices=TRANSPORTS)
+    health: HealthCheck = setting(factory=HealthCheck, key="health_check")
+    canary: Canary | None = setting(None)
+    tls: TlsSettings = setting(factory=TlsSettings)  # transport tls and https
+    method: str = setting("post", choices=("post", "get"))  # transport https
+    # transport tls and https: close a connection idle this long
+    idle_timeout: float = setting(10.0, lo=0.01, kind="duration")
 
 
 @dataclass(frozen=True, slots=True)
 class LocalRecord:
-    name: str  # lower-case, no trailing dot; "*.x" for a wildcard
-    rtype: int
-    value: str
-    ttl: int = 300
+    name: str = setting()  # lower-case, no trailing dot; "*.x" for a wildcard
+    rtype: int = setting(key="type")
+    value: str = setting()
+    ttl: int = setting(300, lo=0, hi=MAX_TTL)  # when not given: the rule's ttl
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
     """A zone rule: names under `match` (and optional qtype/client matchers) go somewhere."""
 
-    index: int
-    name: str  # label for metrics and logs: the match suffix unless named
-    match: str
-    action: RuleAction
-    upstream: str | None = None
-    policy: str | None = None
-    qtypes: frozenset[int] | None = None
-    clients: tuple[Network, ...] | None = None
-    records: tuple[LocalRecord, ...] = ()
-    hosts_file: str | None = None
-    ttl: int = 300  # of local answers and the SOA minimum for their negative answers
+    index: int = setting(derived=True)
+    name: str = setting()  # label for metrics and logs: the match suffix unless named
+    match: str = setting(kind="name")
+    action: RuleAction = setting()
+    upstream: str | None = setting(None)
+    policy: str | None = setting(None)
+    qtypes: frozenset[int] | None = setting(None)
+    clients: tuple[Network, ...] | None = setting(None)
+    records: tuple[LocalRecord, ...] = setting(())
+    hosts_file: str | None = setting(None)
+    # of local answers (records without their own ttl, hosts files) and the SOA minimum
+    # of their negative answers
+    ttl: int = setting(300, lo=0, hi=MAX_TTL)
 
 
 @dataclass(frozen=True, slots=True)
 class RewriteTarget:
-    a: tuple[str, ...] = ()
-    aaaa: tuple[str, ...] = ()
-    cname: str | None = None
+    a: tuple[str, ...] = setting((), key="A")
+    aaaa: tuple[str, ...] = setting((), key="AAAA")
+    cname: str | None = setting(None, key="CNAME")
 
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    name: str
-    protected: tuple[str, ...] = DEFAULT_PROTECTED
-    allowed: tuple[str, ...] = DEFAULT_ALLOWED
-    on_violation: Violation = Violation.SERVFAIL
-    rewrite: tuple[tuple[str, RewriteTarget], ...] = ()  # exact names and "*." wildcards
-    fallback: str | None = None  # upstream group for on_violation: fallback
-    then: Violation = Violation.SERVFAIL  # after a fallback answer also violates
-    mode: PolicyMode = PolicyMode.ENFORCE
-    ttl: int = 30  # of synthesised answers
+    name: str = setting(derived=True)
+    protected: tuple[str, ...] = setting(DEFAULT_PROTECTED)
+    allowed: tuple[str, ...] = setting(DEFAULT_ALLOWED)
+    on_violation: Violation = setting(Violation.SERVFAIL)
+    rewrite: tuple[tuple[str, RewriteTarget], ...] = setting(())  # exact names, "*." wildcards
+    fallback: str | None = setting(None)  # upstream group for on_violation: fallback
+    then: Violation = setting(Violation.SERVFAIL)  # after a fallback answer also violates
+    mode: PolicyMode = setting(PolicyMode.ENFORCE)
+    ttl: int = setting(30, lo=0, hi=86_400)  # of synthesised answers
 
 
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
-    enabled: bool = True
-    max_entries: int = 100_000
-    min_ttl: int = 0
-    max_ttl: int = 86_400
-    max_negative_ttl: int = 3_600
-    servfail_ttl: int = 5
-    serve_stale: bool = True
-    max_stale: int = 86_400  # seconds past expiry an entry may still be served (RFC 8767)
-    stale_client_timeout: float = 1.8
-    stale_ttl: int = 30
-    prefetch: bool = False
+    enabled: bool = setting(True)
+    max_entries: int = setting(100_000, lo=1, hi=100_000_000)
+    min_ttl: int = setting(0, lo=0, hi=MAX_TTL)
+    max_ttl: int = setting(86_400, lo=0, hi=MAX_TTL)
+    max_negative_ttl: int = setting(3_600, lo=0, hi=MAX_TTL)
+    servfail_ttl: int = setting(5, lo=0, hi=300)
+    serve_stale: bool = setting(True)
+    # seconds past expiry an entry may still be served (RFC 8767)
+    max_stale: int = setting(86_400, lo=0, hi=30 * 86_400)
+    stale_client_timeout: float = setting(1.8, lo=0.0, kind="duration")
+    stale_ttl: int = setting(30, lo=0, hi=86_400)
+    prefetch: bool = setting(False)
 
 
 @dataclass(frozen=True, slots=True)
 class RateLimit:
-    qps: float = 0.0  # 0: off
-    burst: int = 0
-    action: str = "drop"  # drop | refuse
-    ipv4_prefix: int = 32
-    ipv6_prefix: int = 56
+    qps: float = setting(0.0, lo=0.0)  # 0: off
+    burst: int = setting(1, lo=1, hi=1_000_000)  # when not given: qps (at least 1)
+    action: str = setting("drop", choices=("drop", "refuse"))
+    ipv4_prefix: int = setting(32, lo=8, hi=32)
+    ipv6_prefix: int = setting(56, lo=16, hi=128)
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    max_inflight: int = 10_000  # upstream queries in flight, all clients together
-    tcp_max_connections: int = 1_000
-    tcp_idle_timeout: float = 10.0
-    tcp_max_queries_per_connection: int = 100  # in flight at once on one connection
-    udp_buffer: int = 4 * 1024 * 1024  # SO_RCVBUF/SO_SNDBUF asked for
+    # upstream queries in flight, all clients together
+    max_inflight: int = setting(10_000, lo=1, hi=1_000_000)
+    # the TCP listeners and the sockets' buffers take these when they are bound
+    tcp_max_connections: int = setting(1_000, lo=1, hi=100_000, restart=True)
+    tcp_idle_timeout: float = setting(10.0, lo=0.01, kind="duration", restart=True)
+    # in flight at once on one connection
+    tcp_max_queries_per_connection: int = setting(100, lo=1, hi=65_535, restart=True)
+    # SO_RCVBUF/SO_SNDBUF asked for
+    udp_buffer: int = setting(4 * 1024 * 1024, lo=65_536, hi=256 * 1024 * 1024, restart=True)
 
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    enabled: bool = True
-    listen: str = "127.0.0.1:9153"
+    enabled: bool = setting(True, restart=True)
+    listen: str = setting("127.0.0.1:9153", kind="address", restart=True)
 
 
 @dataclass(frozen=True, slots=True)
 class QueryLogSettings:
-    enabled: bool = False
-    path: str = "stdout"  # or a file path
-    sample: float = 1.0
-    queue_size: int = 10_000
+    enabled: bool = setting(False)
+    path: str = setting("stdout")  # or a file path
+    sample: float = setting(1.0, lo=0.0, hi=1.0)
+    queue_size: int = setting(10_000, lo=1, hi=10_000_000)
 
 
 @dataclass(frozen=True, slots=True)
 class HookSettings:
-    path: str
-    timeout: float = 0.05
-    options: tuple[tuple[str, object], ...] = ()
-
-
-# the settings only a start applies (bind, privileges, processes, pid file): a reload
-# keeps the running values
-START_ONLY = ("listen", "user", "group", "workers", "metrics", "pid_file", "allow_root")
+    path: str = setting()
+    timeout: float = setting(0.05, lo=0.001, kind="duration")
+    options: tuple[tuple[str, object], ...] = setting(())
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    source: str
-    listen: tuple[Listener, ...]
-    acl: tuple[Network, ...]
-    upstreams: tuple[UpstreamGroup, ...]
-    rules: tuple[Rule, ...]
-    policies: tuple[Policy, ...] = ()
-    cache: CacheSettings = field(default_factory=CacheSettings)
-    rate_limit: RateLimit = field(default_factory=RateLimit)
-    limits: Limits = field(default_factory=Limits)
-    metrics: MetricsSettings = field(default_factory=MetricsSettings)
-    querylog: QueryLogSettings = field(default_factory=QueryLogSettings)
-    hooks: tuple[HookSettings, ...] = ()
-    user: str | None = None
-    group: str | None = None
-    allow_root: bool = False
-    pid_file: str | None = None
-    workers: int = 1
+    source: str = setting(derived=True)
+    listen: tuple[Listener, ...] = setting(restart=True)
+    acl: tuple[Network, ...] = setting()
+    upstreams: tuple[UpstreamGroup, ...] = setting()
+    rules: tuple[Rule, ...] = setting(key="zones")
+    policies: tuple[Policy, ...] = setting(())
+    cache: CacheSettings = setting(factory=CacheSettings)
+    rate_limit: RateLimit = setting(factory=RateLimit)
+    limits: Limits = setting(factory=Limits)
+    metrics: MetricsSettings = setting(factory=MetricsSettings)
+    querylog: QueryLogSettings = setting(factory=QueryLogSettings)
+    hooks: tuple[HookSettings, ...] = setting(())
+    user: str | None = setting(None, restart=True)  # drop to this user after binding
+    group: str | None = setting(None, restart=True)
+    allow_root: bool = setting(False, restart=True)
+    pid_file: str | None = setting(None, restart=True)
+    workers: int = setting(1, lo=1, hi=64, restart=True)
+    # where each field is in the file, for errors found after loading (hooks, hosts files)
+    positions: Positions = dataclasses.field(default_factory=Positions, compare=False,
+                                             repr=False, metadata={"derived": True})
 
     def group_named(self, name: str) -> UpstreamGroup | None:
         return next((g for g in self.upstreams if g.name == name), None)
 
     def policy_named(self, name: str) -> Policy | None:
         return next((p for p in self.policies if p.name == name), None)
-
-    def start_only(self) -> tuple[object, ...]:
-        """Settings a reload cannot change (they need a restart): START_ONLY's values."""
-        return tuple(getattr(self, name) for name in START_ONLY)

@@ -41,7 +41,8 @@ class Reader:
                 hint = difflib.get_close_matches(str(key), sorted(known), n=1)
                 extra = f" (did you mean {hint[0]!r}?)" if hint else ""
                 known_list = ", ".join(sorted(known))
-                self.fail(str(key), f"unknown key{extra}; expected one of: {known_list}")
+                self.fail(str(key), f"unknown key{extra}; expected one of: {known_list}",
+                          at_key=True)
 
     def at(self, key: str) -> str:
         if not key:
@@ -50,8 +51,8 @@ class Reader:
             return f"{self.path}{key}"
         return f"{self.path}.{key}" if self.path else key
 
-    def fail(self, key: str, reason: str) -> None:
-        self.problems.append(ConfigProblem(self.at(key), reason))
+    def fail(self, key: str, reason: str, at_key: bool = False) -> None:
+        self.problems.append(ConfigProblem(self.at(key), reason, at_key=at_key))
 
     def has(self, key: str) -> bool:
         return key in self.data and self.data[key] is not None
@@ -66,17 +67,17 @@ class Reader:
             return default
 
     def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-        return self.get(key, default, lambda v: _bounded(_int(v), lo, hi))
+        return self.get(key, default, lambda v: bounded(as_int(v), lo, hi))
 
     def number(self, key: str, default: float, lo: float | None = None,
                hi: float | None = None) -> float:
-        return self.get(key, default, lambda v: _bounded(_float(v), lo, hi))
+        return self.get(key, default, lambda v: bounded(as_float(v), lo, hi))
 
     def duration(self, key: str, default: float, lo: float = 0.0) -> float:
-        return self.get(key, default, lambda v: _bounded(parse_duration(v), lo, None))
+        return self.get(key, default, lambda v: bounded(parse_duration(v), lo, None))
 
     def boolean(self, key: str, default: bool) -> bool:
-        return self.get(key, default, _bool)
+        return self.get(key, default, as_bool)
 
     def text(self, key: str, default: T) -> str | T:
         return self.get(key, default, as_text)
@@ -96,7 +97,7 @@ class Reader:
         for path, item in self.items(key):
             try:
                 out.append(convert(item))
-            except ValueError as e:
+            except (ValueError, TypeError) as e:
                 self.problems.append(ConfigProblem(path, str(e)))
         return out
 
@@ -110,13 +111,28 @@ class Reader:
         return [(self.at(f"{key}[{i}]"), v) for i, v in enumerate(value)]
 
 
+def network_list(items: list[tuple[str, Any]], problems: list[ConfigProblem],
+                 default: tuple[str, ...]) -> list[model.Network]:
+    """Reads a list of networks at their paths; the item `default` stands for *default*."""
+    out: list[model.Network] = []
+    for path, item in items:
+        if item == "default":
+            out.extend(ipaddress.ip_network(n) for n in default)
+            continue
+        try:
+            out.append(parse_network(item))
+        except ValueError as e:
+            problems.append(ConfigProblem(path, str(e)))
+    return out
+
+
 def kind_of(v: Any) -> str:
     kinds = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
              int: "a number", float: "a number", type(None): "nothing"}
     return kinds.get(type(v), type(v).__name__)
 
 
-def _bounded(v: T, lo: Any, hi: Any) -> T:
+def bounded(v: T, lo: Any, hi: Any) -> T:
     if lo is not None and v < lo:
         raise ValueError(f"{v} is below the minimum {lo}")
     if hi is not None and v > hi:
@@ -124,19 +140,19 @@ def _bounded(v: T, lo: Any, hi: Any) -> T:
     return v
 
 
-def _int(v: Any) -> int:
+def as_int(v: Any) -> int:
     if isinstance(v, bool) or not isinstance(v, int):
         raise ValueError(f"expected a whole number, found {kind_of(v)} {v!r}")
     return v
 
 
-def _float(v: Any) -> float:
+def as_float(v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise ValueError(f"expected a number, found {kind_of(v)} {v!r}")
     return float(v)
 
 
-def _bool(v: Any) -> bool:
+def as_bool(v: Any) -> bool:
     if not isinstance(v, bool):
         raise ValueError(f"expected true or false, found {kind_of(v)} {v!r}")
     return v
@@ -163,10 +179,20 @@ def parse_duration(v: Any) -> float:
 
 
 def parse_network(v: Any) -> model.Network:
+    """Answers the network for `10.0.0.0/8`, `fc00::/7` or a single address. Raises
+    ValueError, also for host bits set (`192.168.1.1/24`), naming the network meant."""
+    text = as_text(v).strip()
     try:
-        return ipaddress.ip_network(as_text(v).strip(), strict=False)
+        return ipaddress.ip_network(text)
+    except ValueError:
+        pass
+    try:
+        network = ipaddress.ip_network(text, strict=False)
     except ValueError:
         raise ValueError(f"{v!r} is not an IP network (such as 10.0.0.0/8 or fc00::/7)") from None
+    host = text.partition("/")[0]
+    raise ValueError(f"{text!r} has host bits set: write {network} for the network, or "
+                     f"{host}/{network.max_prefixlen} for the one address")
 
 
 def parse_server(v: Any, any_port: bool = False, default_port: int = 53) -> model.Server:

@@ -96,7 +96,7 @@ def load_hooks(cfg: model.Config) -> list[LoadedHook]:
         if hook is not None:
             loaded.append(hook)
     if problems:
-        raise ConfigError(cfg.source, problems)
+        raise ConfigError(cfg.source, problems, cfg.positions)
     for hook in loaded:
         for kind in ERROR_KINDS:
             metrics.hook_errors.labels(hook.name, kind)  # export zeros from the start

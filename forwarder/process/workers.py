@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import dataclasses
 import logging
 import os
 import selectors
@@ -41,7 +40,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from forwarder import config as config_mod
-from forwarder.config.model import START_ONLY, Config
+from forwarder.config import schema
+from forwarder.config.model import Config
 from forwarder.errors import ConfigError
 from forwarder.process import daemon, exits, privileges
 from forwarder.process.sdnotify import Notifier, watchdog_interval
@@ -415,8 +415,7 @@ class Supervisor:
             log.warning("%s changed again during the reload: restarted workers start with "
                         "the previous configuration", self.path)
             return
-        self.cfg = dataclasses.replace(
-            cfg, **{name: getattr(self.cfg, name) for name in START_ONLY})
+        self.cfg = schema.keep_start_only(cfg, self.cfg)
 
     def _stop(self, code: int, reason: str) -> None:
         if self.exit_code is None:

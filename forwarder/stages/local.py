@@ -315,7 +315,7 @@ def zones(cfg: model.Config) -> dict[int, LocalZone]:
         except ValueError as e:
             problems.append(ConfigProblem(f"{path}.records", str(e)))
     if problems:
-        raise ConfigError(cfg.source, problems)
+        raise ConfigError(cfg.source, problems, cfg.positions)
     return out
 
 

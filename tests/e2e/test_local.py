@@ -51,14 +51,15 @@ def soa_of(msg: dns.message.Message) -> tuple[str, int, int]:
 
 async def test_answers_a_aaaa_txt_authoritatively(upstream: FakeUpstream, transport: str) -> None:
     """Local records: A, AAAA and TXT of internal.example.com come from the config with AA
-    set, each record's TTL, and the upstream is never asked."""
+    set, each record's own TTL or else the zone's `ttl: 120`, and the upstream is never
+    asked."""
     async with running(local_config(upstream, records=RECORDS)) as srv:
         a = await query(srv, transport, "internal.example.com", "A")
         aaaa = await query(srv, transport, "internal.example.com", "AAAA")
         txt = await query(srv, transport, "internal.example.com", "TXT")
     assert a.rcode() == dns.rcode.NOERROR and a.flags & dns.flags.AA and a.flags & dns.flags.RA
     assert addresses(a) == ["10.0.100.21", "10.0.100.22"]
-    assert a.answer[0].ttl == 300
+    assert a.answer[0].ttl == 120
     assert addresses(aaaa, "AAAA") == ["fd00:100::21"] and aaaa.answer[0].ttl == 60
     assert addresses(txt, "TXT") == ['"PrivateLink service vpce-svc-0abc"']
     assert upstream.received == []

@@ -256,6 +256,42 @@ async def test_reload_that_changes_routing_empties_cache(tmp_path: Path, upstrea
         assert address_of(await query(srv, "udp", "www.example.com")) == NEW
 
 
+async def test_start_only_changes_are_logged_once_naming_each_key(
+        tmp_path: Path, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
+    """Reload: a file that changes `listen`, `metrics.listen` and the ACL: the ACL applies,
+    the listener and the metrics address keep their running values, and each of the two
+    keys is logged once with both values. Reloading the same file logs nothing new;
+    reverting it logs nothing; changing it again is logged again."""
+    path = tmp_path / "forwarder.yaml"
+    cfg = config(upstream)
+    write(path, cfg)
+    changed = {**cfg, "listen": [{"address": "127.0.0.1", "port": 5399}],
+               "metrics": {"enabled": False, "listen": "127.0.0.1:9999"},
+               "acl": {"allow": ["10.0.0.0/8"]}}
+
+    async def reload_with(content: dict[str, Any]) -> list[str]:
+        write(path, content)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="forwarder"):
+            assert await srv.reload() is True
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+    tail = "only a restart applies it; the running value stays until then"
+    async with running(cfg, path=str(path)) as srv:
+        assert await reload_with(changed) == [
+            f"listen: [127.0.0.1:5399] in {path}, [127.0.0.1:0] running: {tail}",
+            f"metrics.listen: 127.0.0.1:9999 in {path}, 127.0.0.1:9153 running: {tail}",
+        ]
+        assert srv.config.listen[0].port == 0 and srv.config.metrics.listen == "127.0.0.1:9153"
+        assert [str(n) for n in srv.runtime.config.acl] == ["10.0.0.0/8"]  # applied
+        assert await reload_with(changed) == []  # the same change: said already
+        assert await reload_with(cfg) == []  # back to the running values
+        assert await reload_with(changed) == [
+            f"listen: [127.0.0.1:5399] in {path}, [127.0.0.1:0] running: {tail}",
+            f"metrics.listen: 127.0.0.1:9999 in {path}, 127.0.0.1:9153 running: {tail}",
+        ]
+
+
 # --- the real process ---------------------------------------------------------------------
 
 

@@ -173,6 +173,21 @@ def test_missing_file_names_it(tmp_path) -> None:  # type: ignore[no-untyped-def
     assert info.value.render().startswith(f"{missing}: cannot read the file")
 
 
+def test_a_zones_ttl_applies_to_its_records_without_their_own() -> None:
+    cfg = config.load_text(textwrap.dedent("""\
+        zones:
+          - match: internal.example
+            ttl: 120
+            records:
+              - {name: a.internal.example, type: A, value: 10.0.0.1}
+              - {name: b.internal.example, type: A, value: 10.0.0.2, ttl: 60}
+          - match: other.example
+            records: [{name: other.example, type: A, value: 10.0.0.3}]
+    """))
+    assert [r.ttl for r in cfg.rules[0].records] == [120, 60]
+    assert cfg.rules[1].records[0].ttl == 300
+
+
 def test_model_is_immutable() -> None:
     cfg = config.load_text("zones: [{match: ., action: refuse}]")
     with pytest.raises(AttributeError):
