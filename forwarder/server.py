@@ -17,8 +17,10 @@ from forwarder import metrics, runtime
 from forwarder.config import schema
 from forwarder.config.model import Config, Listener
 from forwarder.errors import ConfigError
+from forwarder.hooks import calls as hook_calls
 from forwarder.listeners import sockets, tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
+from forwarder.process.exits import EXIT_FAILURE, EXIT_OK
 
 log = logging.getLogger("forwarder")
 
@@ -62,6 +64,7 @@ class Server:
         self.worker: int | None = None  # index among `workers:` processes; None when alone
         self.listening = False
         self.stopping = False
+        self.exit_code = EXIT_OK  # EXIT_FAILURE when the stop left a hook call running
         self.on_reload: list[Callable[[bool], Awaitable[None] | None]] = []
         # start-only settings the file changed since the start, by key: their new values
         self.restart_pending: dict[str, Any] = {}
@@ -213,11 +216,19 @@ class Server:
         for t in self.tcp:
             t.stop_accepting()
         drains = [u.drain() for u in self.udp] + [t.drain() for t in self.tcp]
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline
         try:
             async with asyncio.timeout(deadline):
                 await asyncio.gather(*drains)
         except TimeoutError:
             log.warning("shutdown deadline reached with queries still in flight")
+        stuck = await hook_calls.stop_stragglers(end - loop.time())
+        for what in sorted(set(stuck)):
+            log.error("%s is still running %g s after the stop began (%d call(s)): it "
+                      "ignores cancellation; stopping without it, exit status 1", what,
+                      deadline, stuck.count(what))
+            self.exit_code = EXIT_FAILURE
         for service in reversed(self.services):
             try:
                 await service.stop()

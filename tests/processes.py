@@ -11,7 +11,9 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+import urllib.error
+import urllib.request
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ import dns.message
 import dns.name
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import poll_process
 
 
 class ForwarderProcess:
@@ -30,6 +35,9 @@ class ForwarderProcess:
         self.path = tmp / "forwarder.yaml"
         self.log = tmp / log
         self.port = int(cfg["listen"][0]["port"])
+        metrics = cfg.get("metrics", {})
+        self.http = (int(metrics.get("listen", ":9153").rsplit(":", 1)[1])
+                     if metrics.get("enabled", True) else None)
         self.proc: asyncio.subprocess.Process | None = None
         self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.notify.bind(str(tmp / "notify"))
@@ -87,6 +95,36 @@ class ForwarderProcess:
         if transport == "udp":
             return await dns.asyncquery.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
         return await dns.asyncquery.tcp(q, "127.0.0.1", port=self.port, timeout=timeout)
+
+    async def poll(self, what: Callable[[], Any], timeout: float = 10.0) -> Any:
+        """Calls *what* until it answers something true (see conftest.poll_process)."""
+        assert self.proc is not None
+        return await poll_process(what, self.proc, self.log, timeout)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """GETs *path* from the metrics address: (status, body)."""
+        def fetch() -> tuple[int, str]:
+            url = f"http://127.0.0.1:{self.http}{path}"
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as e:
+                return e.code, e.read().decode()
+
+        return await asyncio.to_thread(fetch)
+
+    async def metric(self, name: str, **labels: str) -> float:
+        """The sum of *name*'s samples matching *labels*, as /metrics shows it now."""
+        _, text = await self.get("/metrics")
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and labels.items() <= sample.labels.items():
+                    total += sample.value
+        return total
+
+    async def metric_is(self, name: str, value: float, **labels: str) -> bool:
+        return await self.metric(name, **labels) == value
 
     async def stop(self, timeout: float = 20.0, signum: int = signal.SIGTERM) -> int:
         """Sends *signum*; answers the exit code."""

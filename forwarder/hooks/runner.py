@@ -8,12 +8,12 @@ answer from an upstream, the cache or local records, after the answer policy.
 
 A hook that raises, overruns its time limit or returns something other than a verdict
 for its phase costs that query a HookError (the pipeline answers SERVFAIL with EDE 0 and
-counts it); its traceback is logged once per burst.
+counts it); its traceback is logged once per burst. `forwarder.hooks.calls` calls each
+function and contains its failures.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib.machinery
 import importlib.util
 import inspect
@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import sys
-import time
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -31,38 +30,16 @@ from typing import Any
 from forwarder import hooks, metrics
 from forwarder.config import model
 from forwarder.dns import message, wire
-from forwarder.errors import ConfigError, ConfigProblem, HookError
+from forwarder.errors import ConfigError, ConfigProblem
+from forwarder.hooks import calls
 from forwarder.query import DROP, Query, Reply, error_reply
 from forwarder.stages.router import Router
 
 log = logging.getLogger("forwarder")
 
-ERROR_LOG_INTERVAL = 10.0  # seconds: at most one logged error (with traceback) per hook
 ERROR_KINDS = ("exception", "timeout", "invalid_verdict")
 QUERY_VERDICTS = "Continue, Answer, Reroute, Refuse or Drop"
 RESPONSE_VERDICTS = "Continue, Replace, Block or Drop"
-
-
-class ErrorLog:
-    """Logs a hook's failures of each kind at most once per interval (a burst of failures
-    gives one traceback), saying how many were not logged."""
-
-    __slots__ = ("_kinds",)
-
-    def __init__(self) -> None:
-        self._kinds: dict[str, list[float | int]] = {}  # kind -> [next log time, suppressed]
-
-    def log(self, kind: str, text: str, exc: BaseException | None) -> None:
-        now = time.monotonic()
-        state = self._kinds.setdefault(kind, [0.0, 0])
-        if now < state[0]:
-            state[1] += 1
-            return
-        if state[1]:
-            text += (f" ({state[1]} more like this in the last {ERROR_LOG_INTERVAL:.0f}s "
-                     "were not logged)")
-        state[0], state[1] = now + ERROR_LOG_INTERVAL, 0
-        log.error("%s", text, exc_info=exc)
 
 
 @dataclass(eq=False)
@@ -76,7 +53,7 @@ class LoadedHook:
     module: ModuleType
     on_query: Callable[..., Any] | None
     on_response: Callable[..., Any] | None
-    errors: ErrorLog = field(default_factory=ErrorLog)
+    errors: calls.ErrorLog = field(default_factory=calls.ErrorLog)
 
 
 # --- loading -----------------------------------------------------------------------------------
@@ -137,7 +114,7 @@ def _load_one(
     sys.modules[module_name] = module  # while it runs: dataclasses and pickling look here
     try:
         loader.exec_module(module)
-    except (Exception, SystemExit) as e:
+    except BaseException as e:  # KeyboardInterrupt, SystemExit, ...: hook code, not ours
         fail(f"cannot import {path}: {_describe(e, path)}")
         return None
     finally:
@@ -166,7 +143,7 @@ def _load_one(
     if callable(setup):
         try:
             setup(options)
-        except (Exception, SystemExit) as e:
+        except BaseException as e:
             fail(f"{path}: setup(options) raised {_describe(e, path)}")
             return None
     return LoadedHook(name, path, settings.timeout, options, module, on_query, on_response)
@@ -211,21 +188,22 @@ class HookChain:
         if q.rule is None:  # route first, so hooks see the rule and its group
             q.rule = self._router.route(q.qname, q.qtype, q.client[0])
         for hook in self._query_hooks:
-            verdict = await _call(hook, "on_query", hook.on_query,  # type: ignore[arg-type]
+            verdict = await calls.call(hook, "on_query", hook.on_query,  # type: ignore[arg-type]
                                   (hooks.Context(q, hook.name, hook.options),))
-            if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
-                continue
-            reply = self._query_verdict(hook, q, verdict)
+            with calls.blamed_on(hook, "on_query"):
+                reply = self._query_verdict(hook, q, verdict)
             if reply is not None:
                 return reply
         return None
 
     def _query_verdict(self, hook: LoadedHook, q: Query, verdict: object) -> Reply | None:
+        if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
+            return None
         if q.trace is not None:
             q.note(f"hook {hook.name}: on_query returned {verdict!r}")
         if isinstance(verdict, hooks.Reroute):
             if verdict.group not in self._groups:
-                raise _invalid(hook, "on_query",
+                raise calls.invalid(hook, "on_query",
                                f"Reroute to unknown upstream group {verdict.group!r}")
             q.group = verdict.group
             return None
@@ -234,7 +212,7 @@ class HookChain:
                 data = message.build_answer(q, verdict._wire_records, verdict.rcode,
                                             verdict._wire_authority)
             except ValueError as e:
-                raise _invalid(hook, "on_query", f"Answer cannot be sent: {e}") from None
+                raise calls.invalid(hook, "on_query", f"Answer cannot be sent: {e}") from None
             ede = (verdict.ede,) if verdict.ede is not None else ()
             return Reply(data, verdict.rcode, "hook", ede)  # type: ignore[arg-type]
         if isinstance(verdict, hooks.Refuse):
@@ -242,7 +220,7 @@ class HookChain:
             return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED, text, by="hook")
         if verdict is hooks.Drop or isinstance(verdict, hooks.Drop):
             return DROP
-        raise _invalid(hook, "on_query",
+        raise calls.invalid(hook, "on_query",
                        f"returned {_kind(verdict)}; expected {QUERY_VERDICTS}")
 
     async def on_response(self, q: Query, reply: Reply) -> Reply:
@@ -252,24 +230,33 @@ class HookChain:
             return reply
         view = hooks.Response(reply)
         for hook in self._response_hooks:
-            verdict = await _call(hook, "on_response", hook.on_response,  # type: ignore[arg-type]
+            verdict = await calls.call(hook, "on_response", hook.on_response,  # type: ignore[arg-type]
                                   (hooks.Context(q, hook.name, hook.options), view))
-            if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
-                continue
-            if q.trace is not None:
-                q.note(f"hook {hook.name}: on_response returned {verdict!r}")
-            if isinstance(verdict, hooks.Replace):
-                reply = _replaced(hook, q, reply, verdict)
-                view = hooks.Response(reply)
-                continue
-            if isinstance(verdict, hooks.Block):
-                text = verdict.text or f"blocked by hook {hook.name}"
-                return error_reply(q, verdict.rcode, wire.Ede.BLOCKED, text, by="hook")
-            if verdict is hooks.Drop or isinstance(verdict, hooks.Drop):
-                return DROP
-            raise _invalid(hook, "on_response",
-                           f"returned {_kind(verdict)}; expected {RESPONSE_VERDICTS}")
+            with calls.blamed_on(hook, "on_response"):
+                new, final = _response_verdict(hook, q, reply, verdict)
+            if final:
+                return new
+            if new is not reply:
+                reply, view = new, hooks.Response(new)
         return reply
+
+
+def _response_verdict(hook: LoadedHook, q: Query, reply: Reply,
+                      verdict: object) -> tuple[Reply, bool]:
+    """The reply after one on_response verdict, and whether it ends the chain."""
+    if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
+        return reply, False
+    if q.trace is not None:
+        q.note(f"hook {hook.name}: on_response returned {verdict!r}")
+    if isinstance(verdict, hooks.Replace):
+        return _replaced(hook, q, reply, verdict), False
+    if isinstance(verdict, hooks.Block):
+        text = verdict.text or f"blocked by hook {hook.name}"
+        return error_reply(q, verdict.rcode, wire.Ede.BLOCKED, text, by="hook"), True
+    if verdict is hooks.Drop or isinstance(verdict, hooks.Drop):
+        return DROP, True
+    raise calls.invalid(hook, "on_response",
+                   f"returned {_kind(verdict)}; expected {RESPONSE_VERDICTS}")
 
 
 def _replaced(hook: LoadedHook, q: Query, reply: Reply, verdict: hooks.Replace) -> Reply:
@@ -278,61 +265,9 @@ def _replaced(hook: LoadedHook, q: Query, reply: Reply, verdict: hooks.Replace) 
     try:
         data = message.build_answer(q, records, rcode, authority, additional)  # type: ignore[arg-type]
     except ValueError as e:
-        raise _invalid(hook, "on_response", f"Replace cannot be sent: {e}") from None
+        raise calls.invalid(hook, "on_response", f"Replace cannot be sent: {e}") from None
     ede = (verdict.ede,) if verdict.ede is not None else ()
     return Reply(data, rcode, "hook", ede)  # type: ignore[arg-type]
-
-
-async def _call(hook: LoadedHook, phase: str, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-    """Calls one hook function within its time limit. Raises HookError.
-
-    A coroutine is cancelled when the limit passes. A plain function cannot be stopped
-    from the event loop, so an overrun is only noticed when it returns; its verdict is
-    then discarded.
-    """
-    started = time.perf_counter()
-    try:
-        result = fn(*args)
-        if inspect.isawaitable(result):
-            limit = asyncio.timeout(hook.timeout)
-            try:
-                async with limit:
-                    return await result
-            except TimeoutError:
-                if limit.expired():
-                    raise _timeout(hook, phase) from None
-                raise
-        if time.perf_counter() - started > hook.timeout:
-            raise _timeout(hook, phase, sync=True)
-        return result
-    except HookError:
-        raise
-    except asyncio.CancelledError as e:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():  # the query itself is being cancelled
-            raise
-        raise _raised(hook, phase, e) from None
-    except (Exception, SystemExit) as e:
-        raise _raised(hook, phase, e) from None
-
-
-def _raised(hook: LoadedHook, phase: str, e: BaseException) -> HookError:
-    hook.errors.log("exception", f"hook {hook.name}: {phase} raised {type(e).__name__}: {e}", e)
-    return HookError(hook.name, "exception", f"hook {hook.name}: {phase} raised "
-                     f"{type(e).__name__}")
-
-
-def _timeout(hook: LoadedHook, phase: str, sync: bool = False) -> HookError:
-    limit_ms = f"{hook.timeout * 1000:g} ms"
-    how = " (a plain function cannot be interrupted; make it async)" if sync else ""
-    hook.errors.log("timeout", f"hook {hook.name}: {phase} took longer than {limit_ms}{how}", None)
-    return HookError(hook.name, "timeout", f"hook {hook.name}: {phase} took longer than "
-                     f"{limit_ms}")
-
-
-def _invalid(hook: LoadedHook, phase: str, what: str) -> HookError:
-    hook.errors.log("invalid_verdict", f"hook {hook.name}: {phase}: {what}", None)
-    return HookError(hook.name, "invalid_verdict", f"hook {hook.name}: {phase}: {what}")
 
 
 def _kind(value: object) -> str:

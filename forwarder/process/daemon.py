@@ -122,7 +122,7 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
         if pid_file:
             privileges.remove_pid_file(pid_file)
     log.info("stopped")
-    return exits.EXIT_OK
+    return server.exit_code
 
 
 def main(cfg: Config, path: str, user: str | None = None, pid_file: str | None = None) -> int:
@@ -213,7 +213,7 @@ async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) ->
         if metrics.MULTIPROCESS:
             _flush()  # the last counts, for the scrapes of the other workers
     log.info("stopped")
-    return exits.EXIT_OK
+    return server.exit_code
 
 
 def _hand_over_metric_files(user: str | None, group: str | None) -> None:

@@ -15,9 +15,7 @@ import pwd
 import signal
 import socket
 import time
-import urllib.error
-import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +24,9 @@ import dns.exception
 import dns.message
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
-from prometheus_client.parser import text_string_to_metric_families
 
 from forwarder.process.workers import STOP_TIMEOUT
-from tests.conftest import free_port, poll_process
+from tests.conftest import free_port
 from tests.fakes import FakeUpstream
 from tests.processes import ForwarderProcess
 
@@ -55,39 +52,10 @@ class Forwarder(ForwarderProcess):
 
     def __init__(self, tmp: Path, cfg: dict[str, Any]) -> None:
         super().__init__(tmp, cfg, log="log")
-        self.http = int(cfg["metrics"].get("listen", ":0").rsplit(":", 1)[1])
-
-    async def poll(self, what: Callable[[], Any], timeout: float = 10.0) -> Any:
-        """Calls *what* until it answers something true (see conftest.poll_process)."""
-        assert self.proc is not None
-        return await poll_process(what, self.proc, self.log, timeout)
 
     async def lookup(self, name: str, timeout: float = 2.0) -> str:
         """Asks A *name* from a fresh socket (a fresh source port); answers the address."""
-        q = dns.message.make_query(name, "A")
-        r = await dns.asyncquery.udp(q, "127.0.0.1", port=self.port, timeout=timeout)
-        return str(r.answer[0][0])
-
-    async def get(self, path: str) -> tuple[int, str]:
-        def fetch() -> tuple[int, str]:
-            url = f"http://127.0.0.1:{self.http}{path}"
-            try:
-                with urllib.request.urlopen(url, timeout=2) as response:
-                    return response.status, response.read().decode()
-            except urllib.error.HTTPError as e:
-                return e.code, e.read().decode()
-
-        return await asyncio.to_thread(fetch)
-
-    async def metric(self, name: str, **labels: str) -> float:
-        """The sum of *name*'s samples matching *labels*, as /metrics shows it now."""
-        _, text = await self.get("/metrics")
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and labels.items() <= sample.labels.items():
-                    total += sample.value
-        return total
+        return str((await self.ask(name, timeout=timeout)).answer[0][0])
 
     def queries_by_worker(self) -> dict[int, float]:
         """forwarder_queries_total per worker pid, read from the workers' metric files."""
