@@ -20,6 +20,7 @@ from forwarder.errors import ConfigError
 from forwarder.hooks import calls as hook_calls
 from forwarder.listeners import sockets, tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
+from forwarder.process import watch
 from forwarder.process.exits import EXIT_FAILURE, EXIT_OK
 
 log = logging.getLogger("forwarder")
@@ -40,7 +41,7 @@ def _service_factories() -> tuple[Callable[[Server], Service | None], ...]:
     from forwarder.process import collector
     from forwarder.upstream import health
 
-    return (health.service, http.service, collector.service)
+    return (health.service, http.service, collector.service, watch.service)
 
 
 class Server:
@@ -52,6 +53,8 @@ class Server:
         log) to start(), so that `run` can bind and drop privileges first."""
         self.config = cfg
         self.config_path = config_path
+        # the file as the running configuration was read from it (reload.watch compares)
+        self.file_stamp = watch.stamp(config_path) if config_path is not None else None
         self.reuse_port = reuse_port or cfg.workers > 1
         self.holder = runtime.RuntimeHolder(runtime.build(cfg) if build else None)
         self.pipeline = Pipeline(self.holder)
@@ -150,6 +153,7 @@ class Server:
         if self.config_path is None:
             log.warning("reload asked, but the server was not started from a file")
             return False
+        self.file_stamp = watch.stamp(self.config_path)  # before reading: no change is missed
         try:
             cfg = await asyncio.to_thread(config_mod.load, self.config_path)
             self.apply(cfg)

@@ -264,6 +264,12 @@ class QueryLogSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadSettings:
+    watch: bool = setting(False)  # reload when the configuration file changes (and on SIGHUP)
+    interval: float = setting(2.0, lo=0.05, kind="duration")  # seconds between looks
+
+
+@dataclass(frozen=True, slots=True)
 class HookSettings:
     path: str = setting()
     timeout: float = setting(0.05, lo=0.001, kind="duration")
@@ -283,6 +289,7 @@ class Config:
     limits: Limits = setting(factory=Limits)
     metrics: MetricsSettings = setting(factory=MetricsSettings)
     querylog: QueryLogSettings = setting(factory=QueryLogSettings)
+    reload: ReloadSettings = setting(factory=ReloadSettings)
     hooks: tuple[HookSettings, ...] = setting(())
     user: str | None = setting(None, restart=True)  # drop to this user after binding
     group: str | None = setting(None, restart=True)

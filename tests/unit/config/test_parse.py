@@ -198,3 +198,16 @@ def test_open_resolver_needs_opting_in() -> None:
     cfg = config.load_text("zones: [{match: ., action: refuse}]\n"
                            "acl: {allow: ['::/0', 0.0.0.0/0], open_resolver: true}")
     assert [n.prefixlen for n in cfg.acl] == [0, 0]
+
+
+def test_reload_watch_is_opt_in_and_checked() -> None:
+    cfg = config.load_text("zones: [{match: ., action: refuse}]\n")
+    assert cfg.reload.watch is False
+    cfg = config.load_text("zones: [{match: ., action: refuse}]\n"
+                           "reload: {watch: true, interval: 500ms}\n")
+    assert (cfg.reload.watch, cfg.reload.interval) == (True, 0.5)
+    found = problems("zones: [{match: ., action: refuse}]\n"
+                     "reload: {watch: sometimes, interval: 0, every: 1}\n")
+    assert any(p.startswith("reload.watch: ") for p in found), found
+    assert any(p.startswith("reload.interval: ") for p in found), found
+    assert any("reload" in p and "every" in p for p in found), found
