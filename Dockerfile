@@ -28,8 +28,8 @@
 #         docker run --user 0 --cap-drop ALL \
 #             --cap-add NET_BIND_SERVICE --cap-add SETUID --cap-add SETGID ... \
 #             forwarder forwarder run -c /etc/forwarder/forwarder.yaml --user forwarder
-# Reload the configuration with `docker kill -s HUP <name>`; `docker stop` sends SIGTERM,
-# on which forwarder drains and exits 0.
+# Reload the configuration with `docker kill -s HUP <name>` (or set `reload: {watch:
+# true}` in it); `docker stop` sends SIGTERM, on which forwarder drains and exits 0.
 #
 # Dependencies are installed from requirements.lock (exact versions and their sha256
 # hashes, `pip install --require-hashes`), the project itself without dependencies.
