@@ -8,12 +8,14 @@ usage, 3 `lab` expectations not met.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
 
 from forwarder import __version__
-from forwarder.errors import ConfigError
+from forwarder.config.model import Config
+from forwarder.errors import ConfigError, ConfigProblem
 from forwarder.process import logs
 from forwarder.process.exits import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, load_or_report, report
 
@@ -36,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     check = sub.add_parser("check-config", help="validate a configuration file and exit")
     check.add_argument("file", help="path to the YAML configuration")
+    check.add_argument("--not-target", action="store_true",
+                       help="this is not the machine that runs the forwarder: a `user:` or "
+                            "`group:` missing here is a warning, not an error")
 
     explain = sub.add_parser("explain", help="show how one name would be answered")
     explain.add_argument("name")
@@ -62,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.setup(args.log_level)
     if args.command == "check-config":
-        return check_config(args.file)
+        return check_config(args.file, target=not args.not_target)
     if args.command == "run":
         return run(args.config, user=args.user, pid_file=args.pid_file)
     if args.command == "explain":
@@ -82,27 +87,52 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_CONFIG
 
 
-def check_config(path: str) -> int:
+def check_config(path: str, target: bool = True) -> int:
+    """Validates the file as `run` would. On the *target* machine (the default) the
+    accounts in `user:`/`group:` must exist; elsewhere a missing one is a warning."""
     cfg = load_or_report(path)
     if cfg is None:
         return EXIT_CONFIG
     from forwarder.hooks import runner
     from forwarder.stages import local
 
+    accounts = missing_accounts(cfg)
     try:
         runner.check(cfg)  # hook files must import, as they must on start and reload
         local.zones(cfg)  # hosts files must parse and local records fit together
+        if accounts and target:
+            raise ConfigError(path, [dataclasses.replace(p, reason=(
+                f"{p.reason}: create it here, or, if the forwarder runs on another machine, "
+                "check with --not-target")) for p in accounts],
+                cfg.positions)
     except ConfigError as e:
         report(e, path)
         return EXIT_CONFIG
+    for p in accounts:
+        p = cfg.positions.locate(p)
+        print(f"{p.where(path)}: {p.path}: warning: {p.reason}; it must exist on the machine "
+              "that runs the forwarder", file=sys.stderr)
     print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.upstreams)} upstream groups, "
           f"{len(cfg.policies)} policies)")
     return EXIT_OK
 
 
+def missing_accounts(cfg: Config, user: str | None = None) -> list[ConfigProblem]:
+    """`user:` and `group:` naming no account on this machine (*user* given on the command
+    line replaces `user:`, which is then not checked)."""
+    from forwarder.process import privileges
+
+    return [ConfigProblem(key, reason) for key, reason in
+            privileges.missing_accounts(None if user else cfg.user, cfg.group)]
+
+
 def run(path: str, user: str | None = None, pid_file: str | None = None) -> int:
     cfg = load_or_report(path)
     if cfg is None:
+        return EXIT_CONFIG
+    accounts = missing_accounts(cfg, user)
+    if accounts:  # this is the machine that runs it: say so before binding anything
+        report(ConfigError(path, accounts, cfg.positions), path)
         return EXIT_CONFIG
     from forwarder.process import daemon
 

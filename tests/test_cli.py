@@ -18,7 +18,7 @@ import dns.message
 import dns.rcode
 import pytest
 
-from forwarder import __version__
+from forwarder import __version__, cli
 from tests.conftest import free_port
 from tests.fakes import FakeUpstream
 
@@ -58,6 +58,61 @@ async def test_run_refuses_bad_config(tmp_path: Path) -> None:
     bad.write_text("zones: [{match: ., upstream: nowhere}]\n")
     code, _, err = await run_cli("run", "-c", str(bad))
     assert code == 2 and "zones[0].upstream: unknown upstream group 'nowhere'" in err
+
+
+ACCOUNTS = ("zones: [{match: ., action: refuse}]\n"
+            "user: no-such-user-x\n"
+            "group: no-such-group-x\n")
+
+
+def test_check_config_on_the_target_needs_user_and_group(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """check-config runs where the forwarder will run unless told otherwise: a `user:` or
+    `group:` that does not exist there is an error, with its line."""
+    path = tmp_path / "f.yaml"
+    path.write_text(ACCOUNTS)
+    assert cli.main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:2:7: user: no user 'no-such-user-x' on this machine: create it here, or, if "
+        "the forwarder runs on another machine, check with --not-target",
+        f"{path}:3:8: group: no group 'no-such-group-x' on this machine: create it here, or, "
+        "if the forwarder runs on another machine, check with --not-target",
+        f"{path}: 2 problem(s) found",
+    ]
+
+
+def test_check_config_elsewhere_warns_about_user_and_group(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(ACCOUNTS)
+    assert cli.main(["check-config", "--not-target", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        f"{path}:2:7: user: warning: no user 'no-such-user-x' on this machine; it must exist "
+        "on the machine that runs the forwarder",
+        f"{path}:3:8: group: warning: no group 'no-such-group-x' on this machine; it must "
+        "exist on the machine that runs the forwarder",
+    ]
+    assert out == f"{path}: ok (1 rules, 1 upstream groups, 0 policies)\n"
+
+
+def test_check_config_accepts_accounts_that_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    me = pwd.getpwuid(os.getuid())
+    path = tmp_path / "f.yaml"
+    path.write_text(f"zones: [{{match: ., action: refuse}}]\nuser: {me.pw_name}\n"
+                    f"group: {me.pw_gid}\n")
+    assert cli.main(["check-config", str(path)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_run_refuses_a_user_that_does_not_exist_before_binding(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "f.yaml"
+    path.write_text(ACCOUNTS)
+    assert cli.run(str(path)) == 2
+    assert capsys.readouterr().err.splitlines()[0] == \
+        f"{path}:2:7: user: no user 'no-such-user-x' on this machine"
 
 
 async def test_run_reports_port_in_use(tmp_path: Path) -> None:

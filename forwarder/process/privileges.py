@@ -41,6 +41,7 @@ __all__ = [
     "PidFileError",
     "PrivilegeError",
     "drop_privileges",
+    "missing_accounts",
     "remove_pid_file",
     "running_as_root",
     "user_ids",
@@ -97,6 +98,20 @@ def _lookup_group(group: str) -> int:
         except KeyError:
             pass
     raise PrivilegeError(f"cannot drop privileges: group {group!r} does not exist")
+
+
+def missing_accounts(user: str | None, group: str | None) -> list[tuple[str, str]]:
+    """The settings among `user` and `group` that name no account on this machine, each
+    with the reason, e.g. ``[("user", "no user 'forwarder' on this machine")]``."""
+    missing = []
+    for key, name, lookup in (("user", user, _lookup_user), ("group", group, _lookup_group)):
+        if name is None:
+            continue
+        try:
+            lookup(name)
+        except PrivilegeError:
+            missing.append((key, f"no {key} {name!r} on this machine"))
+    return missing
 
 
 def user_ids(user: str, group: str | None = None) -> tuple[int, int]:

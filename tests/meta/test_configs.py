@@ -23,4 +23,5 @@ def test_config_file_is_valid(path: Path, capsys: pytest.CaptureFixture[str],
     resolv = tmp_path / "resolv.conf"
     resolv.write_text("nameserver 127.0.0.53\n")
     monkeypatch.setenv("FORWARDER_RESOLV_CONF", str(resolv))
-    assert cli.check_config(str(path)) == 0, capsys.readouterr().err
+    # checked where the forwarder does not run: the examples' `user:` need not exist here
+    assert cli.check_config(str(path), target=False) == 0, capsys.readouterr().err
