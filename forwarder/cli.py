@@ -26,9 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="forwarder",
         description="A programmable DNS forwarder for hybrid cloud networks.")
     parser.add_argument("--version", action="version", version=f"forwarder {__version__}")
-    parser.add_argument("--log-level", default="info",
-                        choices=["debug", "info", "warning", "error"],
-                        help="log level for messages on stderr (default: info)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"],
+                        help="log level for messages on stderr; wins over `log.level` "
+                             "(default: the configuration's, else info)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="serve DNS with a configuration file")
@@ -134,6 +134,7 @@ def run(path: str, user: str | None = None, pid_file: str | None = None) -> int:
     if accounts:  # this is the machine that runs it: say so before binding anything
         report(ConfigError(path, accounts, cfg.positions), path)
         return EXIT_CONFIG
+    logs.configure(cfg.log)
     from forwarder.process import daemon
 
     if cfg.workers > 1:

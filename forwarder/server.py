@@ -12,15 +12,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from forwarder import __version__, metrics, runtime
 from forwarder import config as config_mod
-from forwarder import metrics, runtime
 from forwarder.config import schema
 from forwarder.config.model import Config, Listener
 from forwarder.errors import ConfigError
 from forwarder.hooks import calls as hook_calls
 from forwarder.listeners import sockets, tcp, udp
 from forwarder.pipeline import Accounting, Pipeline
-from forwarder.process import watch
+from forwarder.process import logs, watch
 from forwarder.process.exits import EXIT_FAILURE, EXIT_OK
 
 log = logging.getLogger("forwarder")
@@ -134,7 +134,13 @@ class Server:
             if service is not None:
                 await service.start()
                 self.services.append(service)
-        log.info("serving on %s", ", ".join(self.describe_listeners()))
+        cfg, listeners = self.config, self.describe_listeners()
+        log.info("forwarder %s serving on %s with %s: %d rules, %d upstream groups, %d policies",
+                 __version__, ", ".join(listeners), self.config_path or cfg.source,
+                 len(cfg.rules), len(cfg.upstreams), len(cfg.policies),
+                 extra={"version": __version__, "config": self.config_path or cfg.source,
+                        "listeners": listeners, "rules": len(cfg.rules),
+                        "groups": len(cfg.upstreams), "policies": len(cfg.policies)})
 
     def describe_listeners(self) -> list[str]:
         out = []
@@ -177,6 +183,7 @@ class Server:
         new = runtime.build(cfg, previous=self.holder.current)
         old = self.holder.swap(new)
         self.config = cfg
+        logs.configure(cfg.log)
         self._restart_needed(differ, running)
         metrics.config_reloads.labels("success").inc()
         metrics.config_last_reload_success.set(time.time())

@@ -77,6 +77,11 @@ class PolicyMode(StrEnum):
     MONITOR = "monitor"
 
 
+class LogFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @dataclass(frozen=True, slots=True)
 class Listener:
     address: str = setting()
@@ -270,6 +275,15 @@ class ReloadSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LogSettings:
+    """The operator log on stderr (the query log is `querylog`)."""
+
+    format: LogFormat = setting(LogFormat.TEXT)
+    # the command line's --log-level wins when given
+    level: str = setting("info", choices=("debug", "info", "warning", "error"))
+
+
+@dataclass(frozen=True, slots=True)
 class HookSettings:
     path: str = setting()
     timeout: float = setting(0.05, lo=0.001, kind="duration")
@@ -296,6 +310,7 @@ class Config:
     allow_root: bool = setting(False, restart=True)
     pid_file: str | None = setting(None, restart=True)
     workers: int = setting(1, lo=1, hi=64, restart=True)
+    log: LogSettings = setting(factory=LogSettings)
     # where each field is in the file, for errors found after loading (hooks, hosts files)
     positions: Positions = dataclasses.field(default_factory=Positions, compare=False,
                                              repr=False, metadata={"derived": True})

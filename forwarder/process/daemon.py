@@ -163,16 +163,15 @@ class Link:
 
 
 class _WorkerTag(logging.Filter):
-    """Starts each log message of a worker process with `worker N: `."""
+    """Marks each log record of a worker process with its index (`worker N: ` in text,
+    a `worker` field in JSON)."""
 
     def __init__(self, index: int) -> None:
         super().__init__()
-        self.prefix = f"worker {index}: "
+        self.index = index
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not getattr(record, "worker_tagged", False):
-            record.msg = self.prefix + str(record.msg)
-            record.worker_tagged = True
+        record.worker = self.index
         return True
 
 

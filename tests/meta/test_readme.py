@@ -43,7 +43,8 @@ def documented_keys() -> set[str]:
 SECTIONS = [model.Config, model.Listener, model.UpstreamGroup, model.HealthCheck,
             model.Canary, model.TlsSettings, model.Rule, model.LocalRecord, model.Policy,
             model.CacheSettings, model.RateLimit, model.Limits, model.MetricsSettings,
-            model.QueryLogSettings, model.ReloadSettings, model.HookSettings]
+            model.QueryLogSettings, model.ReloadSettings, model.LogSettings,
+            model.HookSettings]
 
 
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda c: c.__name__)
