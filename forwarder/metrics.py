@@ -175,6 +175,10 @@ config_reloads = Counter("forwarder_config_reloads_total", "Configuration reload
 config_last_reload_success = Gauge("forwarder_config_last_reload_success_timestamp_seconds",
                                    "Unix time of the last successful configuration load.",
                                    registry=REGISTRY, multiprocess_mode="livemax")
+config_last_reload_ok = Gauge("forwarder_config_last_reload_successful",
+                              "1 if the last configuration load succeeded, 0 if it was rejected "
+                              "(the running configuration is older than the file).",
+                              registry=REGISTRY, multiprocess_mode="livemin")
 querylog_dropped = Counter("forwarder_querylog_dropped_total",
                            "Query log lines dropped because the log queue was full.",
                            registry=REGISTRY)

@@ -76,6 +76,7 @@ class Server:
         metrics.config_reloads.labels("success")
         metrics.config_reloads.labels("failure")
         metrics.config_last_reload_success.set(time.time())
+        metrics.config_last_reload_ok.set(1)
 
     @property
     def runtime(self) -> runtime.Runtime:
@@ -165,6 +166,7 @@ class Server:
             self.apply(cfg)
         except ConfigError as e:
             metrics.config_reloads.labels("failure").inc()
+            metrics.config_last_reload_ok.set(0)
             for problem in e.problems:
                 log.error("reload rejected: %s: %s", e.source, problem)
             log.error("reload failed; still serving the previous configuration")
@@ -187,6 +189,7 @@ class Server:
         self._restart_needed(differ, running)
         metrics.config_reloads.labels("success").inc()
         metrics.config_last_reload_success.set(time.time())
+        metrics.config_last_reload_ok.set(1)
         log.info("configuration reloaded from %s: %d rules, %d groups", cfg.source,
                  len(cfg.rules), len(cfg.upstreams))
         kept = {id(s) for g in new.groups.values() for s in g.servers}

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from forwarder import config as config_mod
+from forwarder import metrics
 from forwarder.server import Server
 from tests.conftest import dump, forwarder_config, query
 from tests.e2e.test_reload import reloads
@@ -97,12 +98,14 @@ async def test_invalid_file_keeps_the_running_configuration(
         path.write_text("zones: [{match: ., upstream: nowhere}]\n")
         assert await seen.next() is False
     assert reloads("failure") == failures + 1
+    assert metrics.REGISTRY.get_sample_value("forwarder_config_last_reload_successful") == 0
     assert "unknown upstream group 'nowhere'" in caplog.text
     assert "still serving the previous configuration" in caplog.text
     assert await answer(srv) == "10.0.100.21"
     path.write_text(dump(config(upstream, "10.0.100.23")))
     assert await seen.next() is True
     assert await answer(srv) == "10.0.100.23"
+    assert metrics.REGISTRY.get_sample_value("forwarder_config_last_reload_successful") == 1
 
 
 async def test_configmap_symlink_swap(tmp_path: Path, upstream: FakeUpstream) -> None:
