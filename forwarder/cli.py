@@ -1,5 +1,5 @@
-"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`, `health`; exit
-codes.
+"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`, `health`, `aws`;
+exit codes.
 
 Exit codes: 0 success, 1 runtime failure (e.g. cannot bind), 2 invalid configuration or
 usage, 3 `lab` expectations not met.
@@ -60,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
     health.add_argument("--timeout", type=float, default=4.0,
                         help="seconds to wait for an answer (default 4)")
+    from forwarder.aws import commands as aws_commands
+
+    aws_commands.add_parser(sub)
     return parser
 
 
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from forwarder.ops import health
 
         return health.main(args.config, args.timeout)
+    if args.command == "aws":
+        from forwarder.aws import commands as aws_commands
+
+        return aws_commands.main(args)
     return EXIT_CONFIG
 
 
@@ -105,6 +112,10 @@ def check_config(path: str, target: bool = True) -> int:
                 f"{p.reason}: create it here, or, if the forwarder runs on another machine, "
                 "check with --not-target")) for p in accounts],
                 cfg.positions)
+        if cfg.aws is not None:
+            from forwarder.aws import diagnosis
+
+            diagnosis.build(cfg, None)  # aws.ip_ranges must be readable
     except ConfigError as e:
         report(e, path)
         return EXIT_CONFIG

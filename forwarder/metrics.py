@@ -182,6 +182,18 @@ config_last_reload_ok = Gauge("forwarder_config_last_reload_successful",
 querylog_dropped = Counter("forwarder_querylog_dropped_total",
                            "Query log lines dropped because the log queue was full.",
                            registry=REGISTRY)
+
+# --- AWS discovery (the `aws:` section) -----------------------------------------------------
+aws_inventory_age = Gauge("forwarder_aws_inventory_age_seconds",
+                          "Seconds since the AWS inventory in use was read from the API.",
+                          registry=REGISTRY, multiprocess_mode="livemax")
+aws_refreshes = Counter("forwarder_aws_refreshes_total",
+                        "Reads of the AWS inventory from the API, by result (success, failure).",
+                        ["result"], registry=REGISTRY)
+aws_endpoints = Gauge("forwarder_aws_endpoints",
+                      "Endpoints in the AWS inventory in use, by kind (interface, gateway, "
+                      "inbound).", ["kind"], registry=REGISTRY, multiprocess_mode="livemax")
+
 build_info: Info | Gauge
 if MULTIPROCESS:  # the files hold no Info: the same series as a gauge set to 1
     build_info = Gauge("forwarder_build_info", "Version of the forwarder and of Python.",

@@ -8,6 +8,7 @@ built (None): they cost nothing on the query path.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from forwarder import querylog
 from forwarder.config import model
@@ -17,6 +18,9 @@ from forwarder.stages import local, policy, ratelimit
 from forwarder.stages.acl import Acl
 from forwarder.stages.router import Router
 from forwarder.upstream.group import Group, ServerState
+
+if TYPE_CHECKING:
+    from forwarder.aws.inventory import Inventory
 
 
 @dataclass(eq=False)
@@ -33,6 +37,7 @@ class Runtime:
     querylog: querylog.QueryLog | None
     # the cache's wire front when every query may skip the pipeline on a repeat hit
     wire_front: dict[bytes, cache_stage.FrontEntry] | None
+    inventory: Inventory | None = None  # the AWS inventory *config* was made concrete with
 
     def close(self) -> None:
         """Releases what this runtime owns once no query uses it any more."""
@@ -53,11 +58,19 @@ def preload() -> None:
     from forwarder.upstream import health  # noqa: F401
 
 
-def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
+def build(cfg: model.Config, previous: Runtime | None = None,
+          inventory: Inventory | None = None) -> Runtime:
     """Builds the live objects for *cfg*; upstream server state (health, RTT), the cache,
     rate-limit buckets and the query log carry over from *previous* where they still fit.
-    Raises ConfigError when a part cannot be built (a hook file, a hosts file, the query
-    log's file)."""
+    With an `aws:` section, *inventory* fills in its references first (the runtime's
+    `config` is then that concrete configuration). Raises ConfigError when a part cannot
+    be built (a hook file, a hosts file, the query log's file, the ip ranges)."""
+    explain = None
+    if cfg.aws is not None:
+        from forwarder.aws import diagnosis, rules
+
+        cfg = rules.apply(cfg, inventory)
+        explain = diagnosis.build(cfg, inventory).explain
     router = Router(cfg.rules)
     groups = _groups(cfg, previous)
     zones = local.zones(cfg)
@@ -71,12 +84,13 @@ def build(cfg: model.Config, previous: Runtime | None = None) -> Runtime:
         router=router,
         groups=groups,
         local=zones,
-        policies=policy.build(cfg),
+        policies=policy.build(cfg, explain),
         cache=cache,
         hooks=hooks,
         rate_limiter=ratelimit.build(cfg, previous.rate_limiter if previous else None),
         querylog=log,
         wire_front=None,
+        inventory=inventory,
     )
     if cache is not None:
         cache.adopt(rt)

@@ -37,11 +37,12 @@ class Service(Protocol):
 
 def _service_factories() -> tuple[Callable[[Server], Service | None], ...]:
     """Background services in start order; each answers a Service, or None when unused."""
+    from forwarder.aws import refresh
     from forwarder.listeners import http
     from forwarder.process import collector
     from forwarder.upstream import health
 
-    return (health.service, http.service, collector.service, watch.service)
+    return (health.service, refresh.service, http.service, collector.service, watch.service)
 
 
 class Server:
@@ -63,6 +64,8 @@ class Server:
         self.tcp: list[tcp.TcpListener] = []
         self.services: list[Service] = []
         self.health: Any = None  # upstream.health.HealthService, once started
+        self.aws: Any = None  # aws.refresh.RefreshService, once started
+        self.inventory: Any = None  # the AWS inventory in use (aws.inventory.Inventory)
         self.http_address: tuple[str, int] | None = None  # /metrics, /healthz, /readyz
         self.worker: int | None = None  # index among `workers:` processes; None when alone
         self.listening = False
@@ -119,10 +122,19 @@ class Server:
         return True
 
     async def start(self) -> None:
-        """Builds the runtime if not yet built (raises ConfigError), binds if not yet bound,
-        starts listening, then the background services."""
+        """Reads the AWS inventory (with an `aws:` section), builds the runtime if not yet
+        built (raises ConfigError), binds if not yet bound, starts listening, then the
+        background services."""
+        if self.config.aws is not None and self.aws is None:
+            from forwarder.aws import refresh
+
+            self.aws = refresh.RefreshService(self)
+            inventory = await self.aws.load_first()
+            if self.holder.current is not None:
+                self.use_inventory(inventory)
+            self.inventory = inventory
         if self.holder.current is None:
-            self.holder.current = runtime.build(self.config)
+            self.holder.current = runtime.build(self.config, inventory=self.inventory)
         if not self.udp and not self.tcp:
             self.bind()
         for u in self.udp:
@@ -182,8 +194,7 @@ class Server:
         differ = {key: value for key, value in schema.start_only(cfg).items()
                   if value != running[key]}
         cfg = schema.keep_start_only(cfg, self.config)
-        new = runtime.build(cfg, previous=self.holder.current)
-        old = self.holder.swap(new)
+        self._swap(runtime.build(cfg, previous=self.holder.current, inventory=self.inventory))
         self.config = cfg
         logs.configure(cfg.log)
         self._restart_needed(differ, running)
@@ -192,6 +203,17 @@ class Server:
         metrics.config_last_reload_ok.set(1)
         log.info("configuration reloaded from %s: %d rules, %d groups", cfg.source,
                  len(cfg.rules), len(cfg.upstreams))
+
+    def use_inventory(self, inventory: Any) -> None:
+        """Swaps in a runtime built from the same configuration and a new AWS inventory, as
+        a reload does. Raises ConfigError if it cannot be built."""
+        self._swap(runtime.build(self.config, previous=self.holder.current,
+                                 inventory=inventory))
+        self.inventory = inventory
+
+    def _swap(self, new: runtime.Runtime) -> None:
+        """Makes *new* the current runtime and releases what only the old one used."""
+        old = self.holder.swap(new)
         kept = {id(s) for g in new.groups.values() for s in g.servers}
         for group in old.groups.values():
             for state in group.servers:

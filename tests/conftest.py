@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import os
 import random
 import socket
 import time
@@ -30,6 +31,23 @@ from forwarder import config as config_mod
 from forwarder import metrics
 from forwarder.server import Server
 from tests.fakes import FakeUpstream
+
+# No test may reach the real AWS: fake credentials, no credential or config files, no
+# instance metadata, and an API endpoint on loopback where nothing listens. Tests that
+# want an AWS API use moto (tests/aws.py) and point AWS_ENDPOINT_URL at it, and
+# FORWARDER_AWS_TESTING=1 makes forwarder.aws.api refuse any endpoint off loopback.
+os.environ.update({
+    "FORWARDER_AWS_TESTING": "1",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_CONFIG_FILE": os.devnull,
+    "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+    "AWS_EC2_METADATA_DISABLED": "true",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+})
+for _key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")] + [
+        "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"]:
+    os.environ.pop(_key, None)
 
 try:
     import uvloop
@@ -238,3 +256,49 @@ async def poll_process(what: Callable[[], Any], proc: asyncio.subprocess.Process
             return result
         await asyncio.sleep(0.05)  # poll interval
     pytest.fail(f"gave up waiting after {timeout} s:\n{log.read_text()}")
+
+
+# --- AWS (moto) ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def moto_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A World on moto's in-process mock (which serves only AWS's own endpoint names, so
+    AWS_ENDPOINT_URL is removed for the test)."""
+    from moto import mock_aws
+
+    from tests.awsfakes import World
+
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    with mock_aws():
+        yield World()
+
+
+@pytest.fixture(scope="session")
+def moto_server_url() -> Iterator[str]:
+    """moto's server (the werkzeug application `moto_server` runs) on 127.0.0.1."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_server(moto_server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """A World on moto's server, emptied for each test; boto3 in this process (the
+    forwarder's discovery included) talks to it through AWS_ENDPOINT_URL."""
+    import urllib.request
+
+    from tests.awsfakes import World
+
+    urllib.request.urlopen(urllib.request.Request(f"{moto_server_url}/moto-api/reset",
+                                                  method="POST"), timeout=5).close()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server_url)
+    world = World()
+    world.url = moto_server_url  # type: ignore[attr-defined]
+    yield world

@@ -167,6 +167,9 @@ class UpstreamGroup:
     method: str = setting("post", choices=("post", "get"))  # transport https
     # transport tls and https: close a connection idle this long
     idle_timeout: float = setting(10.0, lo=0.01, kind="duration")
+    # `aws:inbound/ID` (or /NAME) servers: Route 53 Resolver inbound endpoints whose
+    # addresses the AWS inventory supplies (config/aws.py)
+    discovered: tuple[str, ...] = setting((), derived=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,6 +197,8 @@ class Rule:
     # of local answers (records without their own ttl, hosts files) and the SOA minimum
     # of their negative answers
     ttl: int = setting(300, lo=0, hi=MAX_TTL)
+    # `records: aws`: PrivateLink names from the AWS inventory (config/aws.py)
+    aws_records: bool = setting(False, derived=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +219,8 @@ class Policy:
     then: Violation = setting(Violation.SERVFAIL)  # after a fallback answer also violates
     mode: PolicyMode = setting(PolicyMode.ENFORCE)
     ttl: int = setting(30, lo=0, hi=86_400)  # of synthesised answers
+    # `rewrite: aws`: the Interface endpoints' ENI addresses (config/aws.py)
+    rewrite_from_aws: bool = setting(False, derived=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +298,23 @@ class HookSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class AwsSettings:
+    """The optional `aws:` section: where and how often the AWS inventory is read
+    (config/aws.py reads it)."""
+
+    regions: tuple[str, ...] = setting()
+    roles: tuple[str, ...] = setting(())  # role ARNs to assume; none: the ambient credentials
+    refresh: float = setting(300.0, lo=1.0, kind="duration")  # between inventory reads
+    # the last good inventory, used at start when AWS is unreachable
+    state_file: str | None = setting(None)
+    ip_ranges: str | None = setting(None)  # AWS's published ip-ranges.json
+    # /readyz reports the inventory stale past this age (0: never); when not given:
+    # max(1h, 3 refreshes)
+    stale_after: float = setting(3600.0, lo=0.0, kind="duration")
+    timeout: float = setting(10.0, lo=0.1, kind="duration")  # for each API call
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     source: str = setting(derived=True)
     listen: tuple[Listener, ...] = setting(restart=True)
@@ -311,6 +335,7 @@ class Config:
     pid_file: str | None = setting(None, restart=True)
     workers: int = setting(1, lo=1, hi=64, restart=True)
     log: LogSettings = setting(factory=LogSettings)
+    aws: AwsSettings | None = setting(None)  # AWS discovery (the `aws` extra)
     # where each field is in the file, for errors found after loading (hooks, hosts files)
     positions: Positions = dataclasses.field(default_factory=Positions, compare=False,
                                              repr=False, metadata={"derived": True})

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import forwarder.config.acl as acl
+import forwarder.config.aws as aws
 import forwarder.config.model as model
 import forwarder.config.policies as policies
 import forwarder.config.schema as schema
@@ -104,6 +105,7 @@ SECTIONS: dict[str, Callable[[Reader], Any]] = {
     "rules": zones.parse,
     "rate_limit": _rate_limit,
     "hooks": _hooks,
+    "aws": aws.parse,
 }
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ipaddress
 
+import forwarder.config.aws as aws
 import forwarder.config.model as model
 import forwarder.config.schema as schema
 from forwarder.config.values import Reader, as_text, kind_of, network_list, parse_name
@@ -23,7 +24,8 @@ def parse(top: Reader) -> tuple[model.Policy, ...]:
             "protected": _protected, "allowed": _allowed, "rewrite": _rewrites})
         if fields["then"] in (model.Violation.FALLBACK, model.Violation.REWRITE_CNAME):
             r.fail("then", f"{fields['then'].value} cannot follow a fallback")
-        out.append(model.Policy(name=str(name), **fields))
+        out.append(model.Policy(name=str(name), **fields,
+                                rewrite_from_aws=aws.from_inventory(r, "rewrite")))
     return tuple(out)
 
 
@@ -50,7 +52,7 @@ def _allowed(r: Reader) -> tuple[str, ...]:
 
 
 def _rewrites(policy: Reader) -> tuple[tuple[str, model.RewriteTarget], ...]:
-    if not policy.has("rewrite"):
+    if not policy.has("rewrite") or aws.from_inventory(policy, "rewrite"):
         return ()
     section = policy.data["rewrite"]
     if not isinstance(section, dict):

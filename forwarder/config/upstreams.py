@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import os
 
+import forwarder.config.aws as aws
 import forwarder.config.model as model
 import forwarder.config.schema as schema
 from forwarder.config.values import Reader, kind_of, parse_pin, parse_server, parse_url
@@ -55,7 +56,8 @@ def parse(top: Reader) -> tuple[model.UpstreamGroup, ...]:
                 r.fail(key, f"only used by transport tls or https, not {transport}")
         if r.has("method") and transport != "https":
             r.fail("method", f"only used by transport https, not {transport}")
-        out.append(model.UpstreamGroup(name=str(name), transport=transport, **fields))
+        out.append(model.UpstreamGroup(name=str(name), transport=transport, **fields,
+                                       discovered=aws.server_references(r)))
     if not any(g.name == "system" for g in out):
         out.append(model.UpstreamGroup("system", resolv_conf_servers()))
     return tuple(out)
@@ -64,7 +66,8 @@ def parse(top: Reader) -> tuple[model.UpstreamGroup, ...]:
 def _servers(r: Reader, name: str, transport: str) -> tuple[model.Server, ...]:
     port = model.DEFAULT_PORTS[transport]
     servers = r.each("servers", parse_url if transport == "https"
-                     else lambda v: parse_server(v, default_port=port))
+                     else lambda v: parse_server(v, default_port=port),
+                     skip=aws.is_reference)
     if not servers and r.ok and not r.has("servers"):
         if name == "system":
             return resolv_conf_servers()

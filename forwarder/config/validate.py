@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import ssl
 
+import forwarder.config.aws as aws
 import forwarder.config.model as model
 from forwarder.dns import netsets
 from forwarder.errors import ConfigProblem
@@ -21,7 +22,7 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
         if group is None:
             problems.append(ConfigProblem(path, f"unknown upstream group {name!r} "
                                                 f"(defined: {known_groups})"))
-        elif not group.servers:
+        elif not group.servers and not group.discovered:
             why = " (/etc/resolv.conf lists no nameserver)" if name == "system" else ""
             problems.append(ConfigProblem(path, f"upstream group {name!r} has no servers{why}"))
 
@@ -59,7 +60,8 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
         if policy.fallback is not None:
             need_group(f"{path}.fallback", policy.fallback)
         actions = {policy.on_violation, policy.then if uses_fallback else None}
-        if model.Violation.REWRITE in actions and not any(t.a or t.aaaa for _, t in policy.rewrite):
+        if model.Violation.REWRITE in actions and not policy.rewrite_from_aws \
+                and not any(t.a or t.aaaa for _, t in policy.rewrite):
             problems.append(ConfigProblem(f"{path}.rewrite",
                                           "on_violation rewrite needs addresses under rewrite"))
         if model.Violation.REWRITE_CNAME in actions and not any(t.cname for _, t in policy.rewrite):
@@ -82,6 +84,7 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
 
     if cfg.cache.min_ttl > cfg.cache.max_ttl:
         problems.append(ConfigProblem("cache.min_ttl", "is larger than cache.max_ttl"))
+    aws.validate(cfg, problems)
 
 
 def _check_ca_file(path: str, field: str, problems: list[ConfigProblem]) -> None:

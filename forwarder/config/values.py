@@ -91,10 +91,14 @@ class Reader:
 
         return self.get(key, default, convert)
 
-    def each(self, key: str, convert: Callable[[Any], T]) -> list[T]:
-        """Converts each element of a list field, recording a problem for each bad one."""
+    def each(self, key: str, convert: Callable[[Any], T],
+             skip: Callable[[Any], bool] | None = None) -> list[T]:
+        """Converts each element of a list field, recording a problem for each bad one;
+        elements *skip* answers True for are left to another reader."""
         out = []
         for path, item in self.items(key):
+            if skip is not None and skip(item):
+                continue
             try:
                 out.append(convert(item))
             except (ValueError, TypeError) as e:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+import forwarder.config.aws as aws
 import forwarder.config.model as model
 import forwarder.config.schema as schema
 from forwarder.config.values import (
@@ -30,7 +31,8 @@ def parse(top: Reader) -> tuple[model.Rule, ...]:
         fields = schema.read(r, model.Rule, {"match": _match, "qtypes": _qtypes,
                                              "clients": _clients},
                              skip=("name", "action", "records"))
-        fields["records"] = tuple(_records(r, fields["ttl"]))
+        fields["aws_records"] = aws.from_inventory(r, "records")
+        fields["records"] = () if fields["aws_records"] else tuple(_records(r, fields["ttl"]))
         action = _action(r, fields)
         if action is None:
             continue
@@ -51,7 +53,7 @@ def _action(r: Reader, fields: dict[str, Any]) -> model.RuleAction | None:
         action = r.choice("action", None, model.RuleAction, [a.value for a in model.RuleAction])
         if action is None:
             return None
-    elif records or hosts_file:
+    elif records or hosts_file or fields["aws_records"]:
         action = model.RuleAction.LOCAL
     elif upstream:
         action = model.RuleAction.FORWARD
@@ -60,7 +62,7 @@ def _action(r: Reader, fields: dict[str, Any]) -> model.RuleAction | None:
         return None
     if action is model.RuleAction.FORWARD and not upstream:
         r.fail("upstream", "required when action is forward")
-    if action is model.RuleAction.LOCAL and not (records or hosts_file):
+    if action is model.RuleAction.LOCAL and not (records or hosts_file or fields["aws_records"]):
         r.fail("records", "a local rule needs records or a hosts_file")
     if upstream and action in (model.RuleAction.REFUSE, model.RuleAction.LOCAL):
         r.fail("upstream", f"not used by action {action.value}; remove one of them")

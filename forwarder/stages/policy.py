@@ -49,6 +49,7 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple
 
 from forwarder import metrics
@@ -81,6 +82,9 @@ _ADDRESS_CARRIERS = frozenset((TYPE_CNAME, 64, 65))  # CNAME (a chain), SVCB and
 _SHOWN_ADDRESSES = 3
 _SHOWN_NETWORKS = 6
 
+# (protected name, public addresses, upstream group) -> why, in words (forwarder.aws)
+Explain = Callable[[str, tuple[str, ...], str], "str | None"]
+
 
 class _Case(NamedTuple):
     """One answer under judgement and where it came from."""
@@ -99,8 +103,9 @@ class _Outcome(NamedTuple):
 class AnswerPolicy:
     """One configured policy, compiled: suffixes, networks and the rewrite table."""
 
-    def __init__(self, cfg: model.Policy) -> None:
+    def __init__(self, cfg: model.Policy, explain: Explain | None = None) -> None:
         self.cfg = cfg
+        self._explain = explain
         self.name = cfg.name
         self.protected = answers.SuffixSet(cfg.protected)
         self.allowed = netsets.NetworkSet.parse(cfg.allowed)
@@ -475,22 +480,33 @@ class AnswerPolicy:
         bad = case.judgement.violations
         owner = bad[0].owner
         via = f" (CNAME target of {q.name})" if owner != q.name else ""
-        return (f"{_addresses_text(bad)} for {owner}{via} from group {case.group} violates "
+        text = (f"{_addresses_text(bad)} for {owner}{via} from group {case.group} violates "
                 f"policy {self.name} (allowed: {self._allowed_text})")
+        cause = self._cause(case)
+        return f"{text}: {cause}" if cause else text
+
+    def _cause(self, case: _Case) -> str | None:
+        """What the AWS inventory and ip ranges say about a violation, if configured."""
+        if self._explain is None:
+            return None
+        bad = case.judgement.violations
+        return self._explain(bad[0].owner, tuple(a.text for a in bad), case.group)
 
     def _record(self, q: Query, case: _Case, action: str) -> None:
         """Counts and logs one violation and records it on the query."""
         q.action = action
         self._count(q, action)
+        cause = self._cause(case)
         log.warning(
             "policy violation policy=%s mode=%s rule=%s group=%s client=%s name=%s type=%s "
-            "addresses=%s action=%s", self.name, self.mode, _rule_name(q), case.group,
+            "addresses=%s action=%s%s", self.name, self.mode, _rule_name(q), case.group,
             q.client[0], q.name, q.type_name,
             ",".join(a.text for a in case.judgement.violations), action,
+            f" cause={cause!r}" if cause else "",
             extra={"policy": self.name, "mode": self.mode, "rule": _rule_name(q),
                    "group": case.group, "client": q.client[0], "qname": q.name,
                    "qtype": q.type_name, "addresses": [a.text for a in case.judgement.violations],
-                   "action": action})
+                   "action": action, "cause": cause})
 
     def _count(self, q: Query, action: str) -> None:
         metrics.policy_verdict_counts.inc((self.name, _rule_name(q), action, self.mode))
@@ -569,6 +585,6 @@ def _rule_name(q: Query) -> str:
     return q.rule.name if q.rule is not None else "none"
 
 
-def build(cfg: model.Config) -> dict[str, AnswerPolicy]:
-    """The compiled policies of *cfg*, by name."""
-    return {p.name: AnswerPolicy(p) for p in cfg.policies}
+def build(cfg: model.Config, explain: Explain | None = None) -> dict[str, AnswerPolicy]:
+    """The compiled policies of *cfg*, by name; *explain* adds the cause to violations."""
+    return {p.name: AnswerPolicy(p, explain) for p in cfg.policies}

@@ -158,6 +158,9 @@ class Group:
         if state is None:
             state = self.attempts(loop)
         order = state.order
+        if not order:  # only inventory servers, and the AWS inventory has none (yet)
+            raise UpstreamError(wire.Ede.NO_REACHABLE_AUTHORITY,
+                                f"upstream group {self.name} has no servers")
         while True:
             over_tcp = state.truncated is not None
             if state.truncated is not None:  # the same try goes on over TCP
@@ -189,8 +192,8 @@ class Group:
         failed (the state says why; `exchange(q, state)` goes on). Answers False, having
         done nothing, when the group does not ask over UDP or there is no time for a try."""
         cfg = self.cfg
-        if cfg.transport != "udp" or cfg.attempts < 1:
-            return False  # tcp, tls and https go through ask()
+        if cfg.transport != "udp" or cfg.attempts < 1 or not self.servers:
+            return False  # tcp, tls and https go through ask(); so does a group without servers
         timeout = min(cfg.timeout, cfg.budget)
         if timeout <= MIN_TRY:
             return False

@@ -10,8 +10,8 @@ Passive marking (a run of timeouts on real queries) lives in upstream/group.py. 
   while the canary answer has addresses and every one lies in the allowed networks of the
   canary's policy (this catches a Gateway endpoint or the wrong account's resolver before a
   client does);
-- answers `readiness(server)`: listeners bound, and every group a rule forwards to has a
-  server up and a passing canary.
+- answers `readiness(server)`: listeners bound, every group a rule forwards to has a
+  server up and a passing canary, and an AWS inventory (with `aws:`) that is not stale.
 """
 
 from __future__ import annotations
@@ -422,9 +422,14 @@ def readiness(server: Server) -> tuple[bool, dict[str, Any]]:
         }
         if failures:
             groups[name]["failures"] = failures
+    extra: dict[str, Any] = {}
+    if rt.config.aws is not None and server.aws is not None:  # the AWS inventory's age
+        aws_ready, extra["aws"] = server.aws.readiness()
+        if not aws_ready:
+            reasons.append(f"aws: {extra['aws']['reason']}")
     ready = not reasons
     return ready, {"ready": ready, "listening": listening, "reason": "; ".join(reasons) or "ok",
-                   "groups": groups}
+                   "groups": groups, **extra}
 
 
 def service(server: Server) -> HealthService:
