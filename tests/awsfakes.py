@@ -33,12 +33,24 @@ class Vpc:
     security_group: str
 
 
+_session: Any = None
+
+
+def _shared() -> Any:
+    """One boto3 session for the tests' own clients: a new one parses the service models
+    again (a second or more each)."""
+    global _session
+    if _session is None:
+        _session = boto3.session.Session()
+    return _session
+
+
 class World:
     """Makes AWS resources in the moto account that boto3's environment points at."""
 
     def __init__(self, region: str = REGION, session: Any = None) -> None:
         self.region = region
-        self.session = session or boto3.session.Session()
+        self.session = session or _shared()
         self.ec2 = self.session.client("ec2", region_name=region)
         self.resolver = self.session.client("route53resolver", region_name=region)
 

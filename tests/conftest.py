@@ -44,6 +44,7 @@ os.environ.update({
     "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     "AWS_EC2_METADATA_DISABLED": "true",
     "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    "MOTO_EC2_LOAD_DEFAULT_AMIS": "false",  # moto's EC2 starts in a second, not four
 })
 for _key in [k for k in os.environ if k.startswith("AWS_ENDPOINT_URL_")] + [
         "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"]:
@@ -261,17 +262,28 @@ async def poll_process(what: Callable[[], Any], proc: asyncio.subprocess.Process
 # --- AWS (moto) ----------------------------------------------------------------------------
 
 
-@pytest.fixture
-def moto_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    """A World on moto's in-process mock (which serves only AWS's own endpoint names, so
-    AWS_ENDPOINT_URL is removed for the test)."""
+@pytest.fixture(scope="module")
+def moto_mock() -> Iterator[None]:
+    """moto's in-process mock, for a whole module: starting and resetting every backend it
+    loaded costs seconds, so tests reset only the ones they use (`moto_world`)."""
     from moto import mock_aws
+
+    with mock_aws():
+        yield
+
+
+@pytest.fixture
+def moto_world(moto_mock: None, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """A World on moto's in-process mock, emptied first (which serves only AWS's own
+    endpoint names, so AWS_ENDPOINT_URL is removed for the test)."""
+    from moto.backends import get_backend
 
     from tests.awsfakes import World
 
+    for service in ("ec2", "route53resolver", "elbv2"):
+        get_backend(service).reset()  # type: ignore[call-overload]
     monkeypatch.delenv("AWS_ENDPOINT_URL")
-    with mock_aws():
-        yield World()
+    return World()
 
 
 @pytest.fixture(scope="session")

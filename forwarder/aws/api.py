@@ -121,6 +121,24 @@ class _Found:
                          tuple(self.services.values()), tuple(self.inbound))
 
 
+_loader: Any = None
+
+
+def _session(boto3: Any, **credentials: Any) -> Any:
+    """A boto3 session whose service models come from one loader shared by every read: a
+    fresh session parses megabytes of JSON models again (most of a read's CPU time, with
+    the interpreter lock held while the event loop serves queries)."""
+    global _loader
+    import botocore.loaders
+    import botocore.session
+
+    core = botocore.session.get_session()
+    if _loader is None:
+        _loader = botocore.loaders.create_loader(core.get_config_variable("data_path"))
+    core.register_component("data_loader", _loader)
+    return boto3.session.Session(botocore_session=core, **credentials)
+
+
 class _Reader:
     def __init__(self, boto3: Any, config: Any) -> None:
         self.boto3 = boto3
@@ -128,7 +146,7 @@ class _Reader:
 
     def accounts(self, settings: model.AwsSettings) -> Iterator[tuple[Any, str]]:
         """(session, account ID) for the ambient credentials, or for each role."""
-        base = self.boto3.session.Session()
+        base = _session(self.boto3)
         sts = base.client("sts", region_name=settings.regions[0], config=self.config)
         if not settings.roles:
             yield base, sts.get_caller_identity()["Account"]
@@ -136,8 +154,8 @@ class _Reader:
         for role in settings.roles:
             creds = sts.assume_role(RoleArn=role, RoleSessionName=SESSION_NAME,
                                     DurationSeconds=900)["Credentials"]
-            session = self.boto3.session.Session(
-                aws_access_key_id=creds["AccessKeyId"],
+            session = _session(
+                self.boto3, aws_access_key_id=creds["AccessKeyId"],
                 aws_secret_access_key=creds["SecretAccessKey"],
                 aws_session_token=creds["SessionToken"])
             yield session, role.split(":")[4]
