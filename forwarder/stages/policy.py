@@ -136,7 +136,11 @@ class AnswerPolicy:
         """Carries out `on_violation` on a violation `decide` found."""
         case, why = violation
         outcome = await self._act(q, case, self.cfg.on_violation, why, group, rt)
-        self._record(q, case, outcome.action)
+        cause = self._record(q, case, outcome.action)
+        if cause and outcome.reply.ede:  # after the action: a cut EDE text keeps the action
+            r = outcome.reply
+            return Reply(r.wire, r.rcode, r.answered_by,
+                         tuple((code, f"{text}; {cause}") for code, text in r.ede), r.server)
         return outcome.reply
 
     def decide(self, q: Query, reply: Reply, group: str) -> Reply | tuple[_Case, str]:
@@ -480,10 +484,11 @@ class AnswerPolicy:
         bad = case.judgement.violations
         owner = bad[0].owner
         via = f" (CNAME target of {q.name})" if owner != q.name else ""
-        text = (f"{_addresses_text(bad)} for {owner}{via} from group {case.group} violates "
-                f"policy {self.name} (allowed: {self._allowed_text})")
-        cause = self._cause(case)
-        return f"{text}: {cause}" if cause else text
+        # with a cause to tell (enforce adds it after the action), the allowed networks,
+        # which the operator configured, give way to it in the EDE's limited text
+        allowed = "" if self._cause(case) else f" (allowed: {self._allowed_text})"
+        return (f"{_addresses_text(bad)} for {owner}{via} from group {case.group} violates "
+                f"policy {self.name}{allowed}")
 
     def _cause(self, case: _Case) -> str | None:
         """What the AWS inventory and ip ranges say about a violation, if configured."""
@@ -492,8 +497,8 @@ class AnswerPolicy:
         bad = case.judgement.violations
         return self._explain(bad[0].owner, tuple(a.text for a in bad), case.group)
 
-    def _record(self, q: Query, case: _Case, action: str) -> None:
-        """Counts and logs one violation and records it on the query."""
+    def _record(self, q: Query, case: _Case, action: str) -> str | None:
+        """Counts and logs one violation and records it on the query; answers its cause."""
         q.action = action
         self._count(q, action)
         cause = self._cause(case)
@@ -507,6 +512,7 @@ class AnswerPolicy:
                    "group": case.group, "client": q.client[0], "qname": q.name,
                    "qtype": q.type_name, "addresses": [a.text for a in case.judgement.violations],
                    "action": action, "cause": cause})
+        return cause
 
     def _count(self, q: Query, action: str) -> None:
         metrics.policy_verdict_counts.inc((self.name, _rule_name(q), action, self.mode))
