@@ -63,7 +63,7 @@ def discover(settings: model.AwsSettings) -> Inventory:
     config = botocore.config.Config(
         connect_timeout=min(settings.timeout, 5.0), read_timeout=settings.timeout,
         retries={"max_attempts": 2, "mode": "standard"}, user_agent_extra="forwarder")
-    where = "credentials"
+    where = "account lookup (STS)"
     try:
         reader = _Reader(boto3, config)
         found = _Found()

@@ -50,6 +50,7 @@ class RefreshService:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._reloaded = False
+        self._waiters: list[asyncio.Future[bool]] = []
         for result in ("success", "failure"):
             metrics.aws_refreshes.labels(result)
         metrics.PENDING.flushers.add(self)
@@ -104,8 +105,22 @@ class RefreshService:
             if self.server.config.aws is not None:
                 await self.refresh()
 
+    def next_attempt(self) -> asyncio.Future[bool]:
+        """A future that the next read sets to whether it worked (after its swap)."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
+
     async def refresh(self) -> bool:
         """Reads the API once and swaps in what it found. Answers whether the read worked."""
+        ok = await self._refresh()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(ok)
+        return ok
+
+    async def _refresh(self) -> bool:
         settings = self.server.config.aws
         if settings is None:
             return False
