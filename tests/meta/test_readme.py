@@ -44,7 +44,7 @@ SECTIONS = [model.Config, model.Listener, model.UpstreamGroup, model.HealthCheck
             model.Canary, model.TlsSettings, model.Rule, model.LocalRecord, model.Policy,
             model.CacheSettings, model.RateLimit, model.Limits, model.MetricsSettings,
             model.QueryLogSettings, model.ReloadSettings, model.LogSettings,
-            model.HookSettings]
+            model.HookSettings, model.AwsSettings]
 
 
 @pytest.mark.parametrize("section", SECTIONS, ids=lambda c: c.__name__)
