@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     lab = sub.add_parser("lab", help="run simulated AWS resolvers and show the policy at work")
     lab.add_argument("--serve", action="store_true",
                      help="keep running after the demo so you can dig it")
-    lab.add_argument("--port", type=int, default=5353, help="forwarder port (default 5353)")
+    lab.add_argument("--port", type=int,
+                     help="forwarder port (default: config/lab.yaml's, 15400; 0: any free one)")
 
     reload = sub.add_parser("reload", help="ask a running forwarder to reload (SIGHUP)")
     reload.add_argument("--pid-file", required=True, help="the pid file of the running forwarder")

@@ -9,21 +9,34 @@ import io
 import signal
 import socket
 import sys
+from pathlib import Path
 
 import dns.asyncquery
 import dns.edns
 import dns.message
 import dns.rcode
 
-from forwarder import lab
+from forwarder import cli, lab
 from forwarder.process import exits
 
 FORWARDER = [sys.executable, "-m", "forwarder"]
+README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
 def row(out: str, name: str) -> str:
     """The table line of *name* (its first column)."""
     return next(line for line in out.splitlines() if line.split(" ", 1)[0] == name)
+
+
+def test_the_lab_is_not_on_the_mdns_port() -> None:
+    """5353 is mDNS, held by Avahi on most desktops: the lab's forwarder listens on 15400,
+    from lab.yaml, unless --port says otherwise; the README tells which."""
+    assert cli.build_parser().parse_args(["lab", "--serve"]).port is None
+    _, data = lab.load_lab_config()
+    assert lab.default_port(data) == 15400
+    assert "dig @127.0.0.1 -p 15400 s3.ap-northeast-3.amazonaws.com" in README
+    assert "5353" not in README.split("## How a query is handled")[0].replace(
+        "not 5353", "")
 
 
 async def test_lab_runs_every_scenario_and_exits_0() -> None:

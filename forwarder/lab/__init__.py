@@ -175,6 +175,12 @@ def lab_config(data: dict[str, Any], port: int, ports: dict[str, int],
     return config_mod.from_data(data, source)
 
 
+def default_port(data: dict[str, Any]) -> int:
+    """The forwarder's port in lab.yaml: 15400 (5353, the usual choice, is mDNS's, which
+    Avahi and others hold on most desktops)."""
+    return int(data["listen"][0]["port"])
+
+
 def preferred_ports(data: dict[str, Any]) -> dict[str, int]:
     """The port lab.yaml gives each simulated resolver's group. Raises ValueError when a
     group is missing or not on loopback."""
@@ -333,13 +339,15 @@ def render_policy_counters(out: TextIO) -> None:
         print(f"  {{{labels}}} {s.value:g}", file=out)
 
 
-async def run(serve: bool = False, port: int = 5353,
+async def run(serve: bool = False, port: int | None = None,
               scenarios: Sequence[Scenario] = SCENARIOS, out: TextIO | None = None,
               stop: asyncio.Event | None = None) -> int:
     """Runs the lab; answers its exit code. With *serve*, keeps running until *stop* is set
-    (or SIGINT/SIGTERM arrives)."""
+    (or SIGINT/SIGTERM arrives). The forwarder listens on *port*, by default lab.yaml's."""
     out = out or sys.stdout
     source, data = load_lab_config()
+    if port is None:
+        port = default_port(data)
     resolvers = [SimulatedResolver(name, title, records)
                  for name, (title, records) in RESOLVERS.items()]
     server: Server | None = None
@@ -439,11 +447,11 @@ async def wait_for_stop(stop: asyncio.Event | None) -> None:
             loop.remove_signal_handler(sig)
 
 
-def main(serve: bool = False, port: int = 5353) -> int:
-    """`forwarder lab [--serve] [--port N]` (port 0: any free port)."""
+def main(serve: bool = False, port: int | None = None) -> int:
+    """`forwarder lab [--serve] [--port N]` (port 0: any free port; None: lab.yaml's)."""
     from forwarder.process import exits
 
-    if not 0 <= port < 65536:
+    if port is not None and not 0 <= port < 65536:
         print(f"--port {port} is not a port number", file=sys.stderr)
         return exits.EXIT_CONFIG
     try:
