@@ -5,6 +5,8 @@ answer, the policy verdict with its reasons, and the answer the client would get
 No listener is started: the query is built on the wire as from 127.0.0.1 over UDP with a
 65535-byte buffer (nothing truncates), and handed to `Pipeline.fast` and `Pipeline.resolve`
 of a Runtime built from the file (so the cache starts empty and the upstream is asked).
+With an `aws:` section the AWS inventory is read as the server reads it at start (the
+API, else the state file), so `aws:` references answer as they would there.
 
 Exit codes: 0 an answer was produced (whatever its rcode), 1 none was (every upstream
 failed, the query was dropped, or an internal error), 2 the configuration or the type is
@@ -16,7 +18,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from forwarder import runtime
 from forwarder.config import model
@@ -25,6 +27,9 @@ from forwarder.errors import ConfigError
 from forwarder.pipeline import Pipeline
 from forwarder.process import exits
 from forwarder.query import DROP, Query, Reply
+
+if TYPE_CHECKING:
+    from forwarder.aws.inventory import Inventory
 
 CLIENT = ("127.0.0.1", 53000)
 INDENT = "    "
@@ -43,8 +48,9 @@ def make_query(name: str, qtype: int) -> Query:
 
 
 async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
-                  out: TextIO | None = None) -> int:
-    """Resolves one name under *cfg* and prints each step to *out*; answers the exit code."""
+                  out: TextIO | None = None, inventory: Inventory | None = None) -> int:
+    """Resolves one name under *cfg* (with the AWS *inventory* for its `aws:` references)
+    and prints each step to *out*; answers the exit code."""
     out = out or sys.stdout
     try:
         qtype = wire.qtype_from_text(qtype_text)
@@ -53,7 +59,7 @@ async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
         print(f"forwarder explain: {e}", file=sys.stderr)
         return exits.EXIT_CONFIG
     try:
-        rt = runtime.build(cfg)
+        rt = runtime.build(cfg, inventory=inventory)
     except ConfigError as e:
         print(e.render(), file=sys.stderr)
         return exits.EXIT_CONFIG
@@ -185,4 +191,9 @@ def main(name: str, qtype: str, config_path: str) -> int:
     cfg = exits.load_or_report(config_path)
     if cfg is None:
         return exits.EXIT_CONFIG
-    return exits.run_loop(explain(cfg, name, qtype))
+    inventory = None
+    if cfg.aws is not None:  # as the server would: the API, else the state file
+        from forwarder.aws import commands
+
+        inventory = commands.obtain(cfg.aws)
+    return exits.run_loop(explain(cfg, name, qtype, inventory=inventory))

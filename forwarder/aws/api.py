@@ -25,6 +25,7 @@ a test can never reach the real AWS by accident.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import sys
 import time
@@ -42,6 +43,12 @@ from forwarder.aws.inventory import (
     Scope,
 )
 from forwarder.config import model
+
+# botocore says at INFO level where it found credentials and endpoints, for every session:
+# one line per refresh in the operator's log that tells nothing new
+for _name in ("botocore", "boto3"):
+    if logging.getLogger(_name).level == logging.NOTSET:
+        logging.getLogger(_name).setLevel(logging.WARNING)
 
 TESTING_ENV = "FORWARDER_AWS_TESTING"
 SESSION_NAME = "forwarder-discovery"
@@ -189,8 +196,8 @@ class _Reader:
             found.inbound.append(InboundEndpoint(
                 e["Id"], str(e.get("Name") or ""), account, region, str(e.get("HostVPCId", "")),
                 str(e.get("Status", "")),
-                tuple(Address(a["Ip"], a["SubnetId"], zones.get(a["SubnetId"], ""))
-                      for a in ips[e["Id"]] if a.get("Ip"))))
+                tuple(Address(ip, a["SubnetId"], zones.get(a["SubnetId"], ""))
+                      for a in ips[e["Id"]] for ip in (a.get("Ip"), a.get("Ipv6")) if ip)))
 
     def _enis(self, ec2: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -349,3 +349,41 @@ async def test_the_process_starts_and_serves_from_the_state_file(
             proc.terminate()
         await asyncio.wait_for(proc.wait(), 10.0)
 
+
+
+async def test_a_reload_keeps_the_inventory_and_reads_it_again(
+        moto_server: World, public: FakeUpstream, tmp_path: Path) -> None:
+    """SIGHUP with a changed file: the new runtime has the inventory at once (the rewrite
+    still answers), and the reload starts a read that sees what changed since."""
+    vpc = moto_server.vpc()
+    first = moto_server.interface(vpc, "s3")
+    path = tmp_path / "forwarder.yaml"
+    cfg = setup(public)
+    path.write_text(yaml.safe_dump(cfg))
+    async with running(cfg, str(path)) as server:
+        assert addresses(await query(server, "udp", S3)) == moto_server.addresses(first)
+        ssm = moto_server.interface(vpc, "ssm")
+        cfg["policies"]["p"]["ttl"] = 5
+        path.write_text(yaml.safe_dump(cfg))
+        read = server.aws.next_attempt()
+        assert await server.reload()
+        assert addresses(await query(server, "udp", S3)) == moto_server.addresses(first)
+        assert await asyncio.wait_for(read, 10.0)
+        assert [e.id for e in server.inventory.interface] == [first, ssm]
+
+
+async def test_explain_reads_the_inventory(moto_server: World, public: FakeUpstream) -> None:
+    """`forwarder explain` answers an `aws:` reference as the server would."""
+    import io
+
+    from forwarder import config as config_mod
+    from forwarder import explain
+    from forwarder.aws import commands
+
+    endpoint = moto_server.interface(moto_server.vpc(), "s3")
+    cfg = config_mod.from_data(setup(public), "t.yaml")
+    assert cfg.aws is not None
+    out = io.StringIO()
+    inv = commands.obtain(cfg.aws)
+    assert await explain.explain(cfg, S3, "A", out=out, inventory=inv) == 0
+    assert f"rewritten to {', '.join(moto_server.addresses(endpoint))}" in out.getvalue()
