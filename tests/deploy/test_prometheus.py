@@ -16,7 +16,8 @@ DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 RULES = DIR / "forwarder-rules.yaml"
 TESTS = DIR / "forwarder-rules.test.yaml"
 ALERTS = {"ForwarderUpstreamGroupDown", "ForwarderCanaryFailing", "ForwarderPolicyViolations",
-          "ForwarderHighServfailRatio", "ForwarderReloadFailed", "ForwarderQueryLogDropping"}
+          "ForwarderHighServfailRatio", "ForwarderReloadFailed", "ForwarderQueryLogDropping",
+          "ForwarderAwsInventoryStale", "ForwarderAwsRefreshFailing"}
 
 
 def rules() -> list[dict[str, str]]:
