@@ -1,5 +1,5 @@
-"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`, `health`, `aws`;
-exit codes.
+"""Command line: `forwarder run`, `check-config`, `explain`, `lab`, `reload`, `health`,
+`replay`, `aws`; exit codes.
 
 Exit codes: 0 success, 1 runtime failure (e.g. cannot bind), 2 invalid configuration or
 usage, 3 `lab` expectations not met.
@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
     health.add_argument("--timeout", type=float, default=4.0,
                         help="seconds to wait for an answer (default 4)")
+
+    replay = sub.add_parser("replay", help="judge a recorded query log under a candidate "
+                                           "configuration, offline: what would change")
+    replay.add_argument("-c", "--config", required=True,
+                        help="the candidate YAML configuration")
+    replay.add_argument("recording", nargs="+",
+                        help="query log file(s) written with querylog.answers: true ('-': stdin)")
+    replay.add_argument("--top", type=int, default=50,
+                        help="changes listed at most (default 50)")
     from forwarder.aws import commands as aws_commands
 
     aws_commands.add_parser(sub)
@@ -92,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
         from forwarder.aws import commands as aws_commands
 
         return aws_commands.main(args)
+    if args.command == "replay":
+        from forwarder.ops import replay
+
+        return replay.main(args.config, args.recording, args.top)
     return EXIT_CONFIG
 
 

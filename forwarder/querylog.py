@@ -11,6 +11,7 @@ reopens the file, so that rotated logs are let go.
 
 from __future__ import annotations
 
+import base64
 import datetime
 import json
 import logging
@@ -43,6 +44,7 @@ class QueryLog:
         """Opens the destination. Raises OSError when the file cannot be opened."""
         self.settings = settings
         self.sample = settings.sample
+        self.answers = settings.answers
         self.owner: Any = None  # the Runtime that closes this log (a reload may hand it on)
         self._to_stdout = settings.path == "stdout"
         self._out: IO[str] = self._open()
@@ -70,7 +72,8 @@ class QueryLog:
         item = (time.time(), q.client[0], q.transport, q.qname, q.qtype,
                 rule.name if rule is not None else None, q.group, q.server, q.upstream_rcode,
                 reply.wire, q.verdict, q.action, reply.ede, reply.rcode, reply.answered_by,
-                now - q.received, dict(q.tags) if q.tags else None)
+                now - q.received, dict(q.tags) if q.tags else None,
+                _upstream(q) if self.answers else False)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -155,9 +158,9 @@ class QueryLog:
 def format_line(item: tuple[Any, ...]) -> str:
     """Turns one queued record into its JSON line (with the newline)."""
     (stamp, client, protocol, qname, qtype, rule, group, server, upstream_rcode, reply_wire,
-     verdict, action, ede, rcode, answered_by, latency, tags) = item
+     verdict, action, ede, rcode, answered_by, latency, tags, upstream) = item
     when = datetime.datetime.fromtimestamp(stamp, _UTC)
-    return json.dumps({
+    fields = {
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "client": client,
         "protocol": protocol,
@@ -176,7 +179,28 @@ def format_line(item: tuple[Any, ...]) -> str:
         "answered_by": answered_by,
         "latency_ms": round(latency * 1000, 3),
         "tags": tags or {},
-    }, separators=(",", ":"), default=str) + "\n"
+    }
+    if upstream is not False:  # querylog.answers: the recording `forwarder replay` reads
+        fields["upstream_records"] = _records(upstream) if upstream is not None else None
+        fields["upstream_reply"] = (base64.b64encode(upstream).decode("ascii")
+                                    if upstream is not None else None)
+    return json.dumps(fields, separators=(",", ":"), default=str) + "\n"
+
+
+def _upstream(q: Query) -> bytes | None:
+    """The upstream's reply to *q* before the answer policy, when one was asked."""
+    reply = q.upstream_reply
+    return bytes(reply.wire) if reply is not None else None
+
+
+def _records(reply_wire: bytes) -> list[str]:
+    """The answer and additional records of an upstream reply, as `dig` shows them."""
+    try:
+        sections = message.parse_sections(reply_wire)
+    except ValueError:
+        return []
+    return [f"{r.name}. {r.ttl} {r.type} {r.value}"
+            for r in (*sections.answer, *sections.additional)]
 
 
 def _addresses(reply_wire: bytes) -> list[str]:
@@ -193,13 +217,17 @@ def _plain_line(item: tuple[Any, ...]) -> str:
     (JSON escapes whatever they hold), and no answer addresses."""
     names = ("time", "client", "protocol", "name", "type", "rule", "group", "server",
              "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
-             "latency_ms", "tags")
+             "latency_ms", "tags", "upstream_reply")
     fields: dict[str, Any] = {}
     for name, value in zip(names, item, strict=True):
         if name == "name" and isinstance(value, bytes):
             value = wire.name_to_text(value)
         elif name == "answers":
             value = []
+        elif name == "upstream_reply":
+            if value is False:
+                continue
+            value = base64.b64encode(value).decode("ascii") if value else None
         elif not isinstance(value, str | int | float | None):
             value = repr(value)
         fields[name] = value

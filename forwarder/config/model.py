@@ -273,6 +273,7 @@ class QueryLogSettings:
     path: str = setting("stdout")  # or a file path
     sample: float = setting(1.0, lo=0.0, hi=1.0)
     queue_size: int = setting(10_000, lo=1, hi=10_000_000)
+    answers: bool = setting(False)  # the upstream's answer before the policy, for replay
 
 
 @dataclass(frozen=True, slots=True)

@@ -399,6 +399,7 @@ class Cache:
             q.group = owner.group
             q.server = owner.server
             q.upstream_rcode = owner.upstream_rcode
+            q.upstream_reply = owner.upstream_reply
             q.verdict = owner.verdict
             q.action = owner.action
         if reply.rcode == SERVFAIL and reply.answered_by != "policy":

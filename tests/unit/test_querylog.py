@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 from pathlib import Path
@@ -113,3 +114,22 @@ def test_a_full_queue_drops_and_counts_lines(tmp_path: Path,
     assert len(path.read_text().splitlines()) == 2
     log.record(q, reply, 100.0)  # after close: ignored, not an error
     assert metrics.REGISTRY.get_sample_value("forwarder_querylog_dropped_total") == dropped + 2
+
+
+def test_answers_option_records_the_upstream_reply_before_the_policy(tmp_path: Path) -> None:
+    """querylog.answers: the line keeps what the upstream said (public address) next to
+    what the client got (the rewrite); without it the two fields are not there."""
+    q = make_query()
+    before = upstream_reply(q, "52.219.1.1")
+    q.upstream_reply = before
+    after = upstream_reply(q, "10.0.1.15")
+    path = tmp_path / "answers.jsonl"
+    log = querylog.QueryLog(model.QueryLogSettings(True, str(path), answers=True))
+    log.record(q, after, 100.0125)
+    log.close()
+    line = json.loads(path.read_text())
+    assert line["answers"] == ["10.0.1.15"]
+    assert line["upstream_records"] == [f"{S3}. 60 A 52.219.1.1"]
+    assert base64.b64decode(line["upstream_reply"]) == before.wire
+    plain = line_for(tmp_path, q, after)
+    assert "upstream_records" not in plain and "upstream_reply" not in plain
