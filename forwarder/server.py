@@ -179,8 +179,8 @@ class Server:
         except ConfigError as e:
             metrics.config_reloads.labels("failure").inc()
             metrics.config_last_reload_ok.set(0)
-            for problem in e.problems:
-                log.error("reload rejected: %s: %s", e.source, problem)
+            for line in e.lines():
+                log.error("reload rejected: %s", line)
             log.error("reload failed; still serving the previous configuration")
             await self._notify_reload(False)
             return False

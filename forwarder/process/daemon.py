@@ -76,8 +76,8 @@ async def start_or_report(server: Server) -> bool:
     try:
         await server.start()
     except ConfigError as e:
-        for problem in e.problems:
-            log.error("%s: %s", e.source, problem)
+        for line in e.lines():
+            log.error("%s", line)
         server.close_sockets()
         return False
     return True

@@ -114,21 +114,27 @@ async def test_sighup_reloads_every_worker_and_sigterm_stops_all(
         tmp_path: Path, upstream: FakeUpstream) -> None:
     """Workers: SIGHUP reloads both; SIGTERM drains both and exits 0.
 
-    Change a local record and send SIGHUP: systemd hears RELOADING=1, then READY=1 once both
-    workers reloaded; 30 queries from fresh ports all get the new address. SIGTERM: STOPPING=1,
-    exit 0, no worker process left."""
+    Change a local record (and `workers`, which only a restart applies) and send SIGHUP:
+    systemd hears RELOADING=1, then READY=1 once both workers reloaded; 30 queries from
+    fresh ports all get the new address; the `workers` change is logged once, by worker 0,
+    and two workers keep serving. SIGTERM: STOPPING=1, exit 0, no worker process left."""
     port, http = free_port(), free_port(socket.SOCK_STREAM)
     async with forwarder(tmp_path, config(upstream, port, http)) as fwd:
         assert await fwd.lookup("a.local.test") == OLD
         workers = fwd.children()
 
-        fwd.write(config(upstream, port, http, local=NEW))
+        fwd.write({**config(upstream, port, http, local=NEW), "workers": 3})
         os.kill(fwd.pid, signal.SIGHUP)
         await fwd.notified("RELOADING=1")
         await fwd.notified("READY=1")
         assert await fwd.metric("forwarder_config_reloads_total", result="success") == 2
         answers = await asyncio.gather(*(fwd.lookup("a.local.test") for _ in range(30)))
         assert set(answers) == {NEW}
+        restart = [line for line in fwd.log.read_text().splitlines() if "workers: 3 in" in line]
+        assert len(restart) == 1 and restart[0].endswith(
+            f"forwarder: worker 0: workers: 3 in {fwd.path}, 2 running: only a restart applies "
+            "it; the running value stays until then")
+        assert fwd.children() == workers
 
         assert await fwd.stop() == 0
         assert "STOPPING=1" in (await fwd.notified("STOPPING=1")).split("\n")
