@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from forwarder import runtime
 from forwarder.config import model
-from forwarder.dns import message, wire
+from forwarder.dns import message, names, wire
 from forwarder.errors import ConfigError
 from forwarder.pipeline import Pipeline
 from forwarder.process import exits
@@ -38,7 +38,7 @@ INDENT = "    "
 def make_query(name: str, qtype: int) -> Query:
     """The query a dig-like client would send: RD, EDNS with a 65535-byte buffer. Raises
     ValueError for a name that is not a domain name."""
-    qname = wire.text_to_name(name)
+    qname = names.from_text(name)
     data = wire.upstream_query(secrets.randbits(16), wire.RD,
                                wire.question_of(qname, qtype, 1), False)
     q = Query.from_wire(data, CLIENT, "udp", time.monotonic())
@@ -64,10 +64,7 @@ async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
         print(e.render(), file=sys.stderr)
         return exits.EXIT_CONFIG
     try:
-        pipeline = Pipeline(runtime.RuntimeHolder(rt))
-        reply = pipeline.fast(q)
-        if reply is None:
-            reply = await pipeline.resolve(q)
+        reply = await Pipeline(runtime.RuntimeHolder(rt)).resolve(q)
     finally:
         rt.close()
     report(cfg, q, reply, out)
@@ -105,7 +102,7 @@ def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
         say("upstream", "none: local records")
     else:
         say("upstream", "none asked")
-    raw = q.upstream_reply
+    raw = reply.upstream_reply if reply is not DROP else None
     if raw is not None:
         say("raw answer", f"{message.rcode_to_text(raw.rcode)} from {raw.server or '?'}")
         _records(raw.wire, out)
@@ -113,7 +110,7 @@ def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
             print(f"{INDENT}EDE {code}: {text}", file=out)
     elif q.group is not None:
         say("raw answer", "none: no server answered")
-    say("verdict", _verdict(cfg, q))
+    say("verdict", _verdict(cfg, q, reply))
     policy_name = rule.policy if rule is not None else None
     for step in q.trace or ():
         if policy_name is not None and step.startswith(f"policy {policy_name}:"):
@@ -139,7 +136,7 @@ _EDE_NAMES = {0: "Other", 3: "Stale Answer", 4: "Forged Answer", 14: "Not Ready"
               23: "Network Error"}
 
 
-def _verdict(cfg: model.Config, q: Query) -> str:
+def _verdict(cfg: model.Config, q: Query, reply: Reply) -> str:
     rule = q.rule
     if rule is None or rule.action is model.RuleAction.REFUSE:
         return "none: the query is refused before any answer is judged"
@@ -147,18 +144,18 @@ def _verdict(cfg: model.Config, q: Query) -> str:
         return "none: local records are not judged"
     if rule.policy is None:
         return "none: this rule has no answer policy"
-    if q.verdict is None:
+    if reply.verdict is None:
         return f"none: policy {rule.policy} did not run (no upstream answer)"
-    if q.verdict == "not_protected":
+    if reply.verdict == "not_protected":
         return f"not judged: no name in the answer is protected by policy {rule.policy}"
     policy = cfg.policy_named(rule.policy)
     mode = policy.mode.value if policy is not None else "?"
-    if q.verdict == "violation":
+    if reply.verdict == "violation":
         if mode == model.PolicyMode.MONITOR:
-            return (f"violation (policy {rule.policy}, mode monitor): would {q.action}; "
+            return (f"violation (policy {rule.policy}, mode monitor): would {reply.action}; "
                     "the answer passes unchanged")
-        return f"violation (policy {rule.policy}, mode {mode}): {q.action}"
-    return f"{q.verdict} (policy {rule.policy}, mode {mode})"
+        return f"violation (policy {rule.policy}, mode {mode}): {reply.action}"
+    return f"{reply.verdict} (policy {rule.policy}, mode {mode})"
 
 
 def _records(data: bytes, out: TextIO) -> None:

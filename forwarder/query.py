@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from forwarder import metrics
-from forwarder.dns import wire
+from forwarder.dns import names, wire
 from forwarder.errors import DropPacket, FormError
 
 if TYPE_CHECKING:
     from forwarder.config.model import Rule
-    from forwarder.dns.wire import Records
+    from forwarder.dns.index import Index
 
 
 @dataclass(slots=True)
@@ -38,12 +38,7 @@ class Query:
     trace: list[str] | None = None  # `forwarder explain` collects steps here
     edns_version: int = 0
     runtime: Any = None  # the Runtime this query started under (kept across a reload)
-    server: str | None = None  # the upstream server that answered (label), for the query log
-    upstream_rcode: int | None = None  # its rcode, before the answer policy
-    verdict: str | None = None  # answer policy verdict: "pass", "violation", ...
-    action: str | None = None  # what the policy did about it: "rewrite", "servfail", ...
     tags: dict[str, str] | None = None  # set by hooks (ctx.tag) for the query log
-    upstream_reply: Reply | None = None  # the upstream's answer before the policy (explain, lab)
     key: bytes | None = None  # the cache key, when a lookup found no entry for it
 
     @classmethod
@@ -60,7 +55,7 @@ class Query:
     @property
     def name(self) -> str:
         """The query name in presentation form, lower-case, no trailing dot."""
-        return wire.name_to_text(self.qname)
+        return names.to_text(self.qname)
 
     @property
     def type_name(self) -> str:
@@ -76,22 +71,38 @@ class Reply:
     Not changed once made (a plain class: one is made per forwarded query, and a frozen
     dataclass costs several times more to build)."""
 
-    __slots__ = ("answered_by", "cached", "ede", "rcode", "records", "server", "wire")
+    __slots__ = ("action", "answered_by", "cached", "ede", "index", "rcode", "server",
+                 "upstream", "verdict", "wire")
 
     def __init__(self, wire: bytes, rcode: int, answered_by: str,
                  ede: tuple[tuple[int, str], ...] = (), server: str | None = None,
-                 records: Records | None = None, cached: Any = None) -> None:
+                 index: Index | None = None, cached: Any = None) -> None:
         self.wire = wire
         self.rcode = rcode
         self.answered_by = answered_by  # "acl", "local", "cache", "upstream", "policy", ...
         self.ede = ede
         self.server = server  # the upstream server that answered, if any
-        self.records = records  # wire.walk_records of `wire`, when it was read already
+        self.index = index  # `wire` read by forwarder.dns.reply (upstream replies)
         self.cached = cached  # a fresh cache hit: (its stages.cache.Entry, the second aged to)
+        # the outcome, set once by the step that concludes the query, before anyone else
+        # sees the reply: the answer policy's verdict ("pass", "violation",
+        # "not_protected") and action ("pass", "rewrite", "servfail", ...), and the
+        # upstream's own reply when the policy answered with another one
+        self.verdict: str | None = None
+        self.action: str | None = None
+        self.upstream: Reply | None = None
 
     def __repr__(self) -> str:
         return (f"Reply(rcode={self.rcode}, answered_by={self.answered_by!r}, "
                 f"ede={self.ede!r}, server={self.server!r}, {len(self.wire)} bytes)")
+
+    @property
+    def upstream_reply(self) -> Reply | None:
+        """The upstream's own reply behind this one: itself when an upstream answered, the
+        one the policy replaced, or None (local records, the cache, the forwarder's own)."""
+        if self.upstream is not None:
+            return self.upstream
+        return self if self.answered_by == "upstream" else None
 
     def to_client(self, q: Query) -> bytes:
         """The bytes sent to the client of *q* (its ID, case, OPT; truncated for UDP)."""

@@ -24,8 +24,9 @@ from typing import IO, TYPE_CHECKING, Any
 
 from forwarder import metrics
 from forwarder.config import model
-from forwarder.dns import answers, message, wire
-from forwarder.errors import ConfigError, ConfigProblem
+from forwarder.dns import message, names, wire
+from forwarder.dns.reply import read as read_reply
+from forwarder.errors import ConfigError, ConfigProblem, FormError
 
 if TYPE_CHECKING:
     from forwarder.query import Query, Reply
@@ -40,6 +41,7 @@ _UTC = datetime.UTC
 class QueryLog:
     """Writes sampled query records as JSON lines from a background thread."""
 
+    sees_every_query = True  # one line per answered query
     def __init__(self, settings: model.QueryLogSettings) -> None:
         """Opens the destination. Raises OSError when the file cannot be opened."""
         self.settings = settings
@@ -69,11 +71,13 @@ class QueryLog:
         if self._closed or (self.sample < 1.0 and random.random() >= self.sample):
             return
         rule = q.rule
+        upstream = reply.upstream_reply
         item = (time.time(), q.client[0], q.transport, q.qname, q.qtype,
-                rule.name if rule is not None else None, q.group, q.server, q.upstream_rcode,
-                reply.wire, q.verdict, q.action, reply.ede, reply.rcode, reply.answered_by,
-                now - q.received, dict(q.tags) if q.tags else None,
-                _upstream(q) if self.answers else False)
+                rule.name if rule is not None else None, q.group, reply.server,
+                upstream.rcode if upstream is not None else None, reply.wire, reply.verdict,
+                reply.action, reply.ede, reply.rcode, reply.answered_by, now - q.received,
+                dict(q.tags) if q.tags else None,
+                _upstream(reply) if self.answers else False)
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -164,7 +168,7 @@ def format_line(item: tuple[Any, ...]) -> str:
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "client": client,
         "protocol": protocol,
-        "name": wire.name_to_text(qname),
+        "name": names.to_text(qname),
         "type": wire.qtype_to_text(qtype),
         "rule": rule,
         "group": group,
@@ -187,10 +191,10 @@ def format_line(item: tuple[Any, ...]) -> str:
     return json.dumps(fields, separators=(",", ":"), default=str) + "\n"
 
 
-def _upstream(q: Query) -> bytes | None:
-    """The upstream's reply to *q* before the answer policy, when one was asked."""
-    reply = q.upstream_reply
-    return bytes(reply.wire) if reply is not None else None
+def _upstream(reply: Reply) -> bytes | None:
+    """The upstream's reply behind *reply* (before the answer policy), when one was asked."""
+    upstream = reply.upstream_reply
+    return bytes(upstream.wire) if upstream is not None else None
 
 
 def _records(reply_wire: bytes) -> list[str]:
@@ -207,21 +211,21 @@ def _addresses(reply_wire: bytes) -> list[str]:
     """The addresses of the answer; none when the answer cannot be read (the line is
     written all the same)."""
     try:
-        return [a.text for a in answers.scan_response(bytes(reply_wire)).addresses]
-    except ValueError:  # ScanError, or an address that is not one
+        return [a.text for a in read_reply(bytes(reply_wire)).addresses()]
+    except (FormError, ValueError):  # unreadable, or an address that is not one
         return []
 
 
 def _plain_line(item: tuple[Any, ...]) -> str:
     """The line for a record `format_line` failed on: the same fields, each as plain text
     (JSON escapes whatever they hold), and no answer addresses."""
-    names = ("time", "client", "protocol", "name", "type", "rule", "group", "server",
-             "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
-             "latency_ms", "tags", "upstream_reply")
+    keys = ("time", "client", "protocol", "name", "type", "rule", "group", "server",
+            "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
+            "latency_ms", "tags", "upstream_reply")
     fields: dict[str, Any] = {}
-    for name, value in zip(names, item, strict=True):
+    for name, value in zip(keys, item, strict=True):
         if name == "name" and isinstance(value, bytes):
-            value = wire.name_to_text(value)
+            value = names.to_text(value)
         elif name == "answers":
             value = []
         elif name == "upstream_reply":

@@ -16,6 +16,7 @@ from forwarder.hooks import runner as hook_runner
 from forwarder.stages import cache as cache_stage
 from forwarder.stages import local, policy, ratelimit
 from forwarder.stages.acl import Acl
+from forwarder.stages.front import WireFront
 from forwarder.stages.router import Router
 from forwarder.upstream.group import Group, ServerState
 
@@ -35,8 +36,8 @@ class Runtime:
     hooks: hook_runner.HookChain | None
     rate_limiter: ratelimit.RateLimiter | None
     querylog: querylog.QueryLog | None
-    # the cache's wire front when every query may skip the pipeline on a repeat hit
-    wire_front: dict[bytes, cache_stage.FrontEntry] | None
+    # the cache's wire front, when no stage must see every query (stages/front.py)
+    front: WireFront | None
     inventory: Inventory | None = None  # the AWS inventory *config* was made concrete with
 
     def close(self) -> None:
@@ -89,14 +90,14 @@ def build(cfg: model.Config, previous: Runtime | None = None,
         hooks=hooks,
         rate_limiter=ratelimit.build(cfg, previous.rate_limiter if previous else None),
         querylog=log,
-        wire_front=None,
+        front=None,
         inventory=inventory,
     )
     if cache is not None:
         cache.adopt(rt)
     if log is not None:
         log.owner = rt
-    rt.wire_front = wire_front(rt)
+    rt.front = _front(rt)
     return rt
 
 
@@ -108,18 +109,17 @@ def _groups(cfg: model.Config, previous: Runtime | None) -> dict[str, Group]:
         if old is not None:
             by_label = {s.label: s for s in old.servers}
             servers = [by_label.get(s.label) or ServerState(g.name, s) for s in g.servers]
-        groups[g.name] = Group(g, servers)
+        groups[g.name] = Group(g, servers, g.max_inflight or cfg.limits.max_inflight)
     return groups
 
 
-def wire_front(rt: Runtime) -> dict[bytes, cache_stage.FrontEntry] | None:
-    """The cache's wire front, or None when some stage must see every query: hooks, the
-    rate limit, the query log, prefetch (counts hits), or rules that match client networks
-    (the same bytes could then route differently for different clients)."""
+def _front(rt: Runtime) -> WireFront | None:
+    """The cache's wire front, or None when a stage says it must see every query."""
     cache = rt.cache
-    if (cache is None or rt.hooks is not None or rt.rate_limiter is not None
-            or rt.querylog is not None or cache.settings.prefetch
-            or not rt.router.client_independent):
+    if cache is None:
+        return None
+    stages = (rt.rate_limiter, rt.hooks, rt.router, cache, rt.querylog)
+    if any(stage is not None and stage.sees_every_query for stage in stages):
         return None
     return cache.front
 

@@ -251,14 +251,15 @@ class Server:
             u.stop_reading()
         for t in self.tcp:
             t.stop_accepting()
-        drains = [u.drain() for u in self.udp] + [t.drain() for t in self.tcp]
         loop = asyncio.get_running_loop()
         end = loop.time() + deadline
         try:
             async with asyncio.timeout(deadline):
-                await asyncio.gather(*drains)
+                await self.pipeline.drain()
         except TimeoutError:
             log.warning("shutdown deadline reached with queries still in flight")
+        for t in self.tcp:
+            t.close_connections()
         stuck = await hook_calls.stop_stragglers(end - loop.time())
         for what in sorted(set(stuck)):
             log.error("%s is still running %g s after the stop began (%d call(s)): it "

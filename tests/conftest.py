@@ -124,6 +124,15 @@ def forwarder_config(
     return cfg
 
 
+def in_flight(srv: Server) -> tuple[int, int, int, int]:
+    """What *srv* holds for queries being resolved: resolutions, their tasks, their counts
+    in the upstream groups' budgets, and fetches in the cache's table: all 0 when idle."""
+    rt = srv.runtime
+    cache = rt.cache
+    return (srv.pipeline.inflight, len(srv.pipeline.tasks),
+            sum(g.load for g in rt.groups.values()), len(cache.flights) if cache is not None else 0)
+
+
 @contextlib.asynccontextmanager
 async def running(cfg: dict[str, Any], path: str | None = None) -> AsyncIterator[Server]:
     """Starts a forwarder in-process for *cfg* and stops it afterwards."""

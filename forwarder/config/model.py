@@ -161,6 +161,9 @@ class UpstreamGroup:
     budget: float = setting(4.0, lo=0.001, kind="duration")
     # udp (TCP on truncation) | tcp | tls | https
     transport: str = setting("udp", choices=TRANSPORTS)
+    # queries in flight to this group at most (answered SERVFAIL past it); none given:
+    # limits.max_inflight. Each group has its own, so one dead group starves no other.
+    max_inflight: int | None = setting(None, lo=1, hi=1_000_000)
     health: HealthCheck = setting(factory=HealthCheck, key="health_check")
     canary: Canary | None = setting(None)
     tls: TlsSettings = setting(factory=TlsSettings)  # transport tls and https
@@ -250,7 +253,7 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    # upstream queries in flight, all clients together
+    # queries in flight to each upstream group (the default of upstreams.NAME.max_inflight)
     max_inflight: int = setting(10_000, lo=1, hi=1_000_000)
     # the TCP listeners and the sockets' buffers take these when they are bound
     tcp_max_connections: int = setting(1_000, lo=1, hi=100_000, restart=True)

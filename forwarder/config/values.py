@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import forwarder.config.model as model
-from forwarder.dns import wire
+from forwarder.dns import names, wire
 from forwarder.errors import ConfigProblem
 
 T = TypeVar("T")
@@ -302,7 +302,7 @@ def parse_name(v: Any, wildcard: bool = False) -> str:
     body = text[2:] if wildcard and text.startswith("*.") else text
     if body:
         try:
-            wire.text_to_name(body)
+            names.from_text(body)
         except (ValueError, UnicodeEncodeError) as e:
             raise ValueError(f"{v!r} is not a domain name: {e}") from None
     return text or "."

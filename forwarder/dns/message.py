@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 import dnslib
 
-from forwarder.dns import wire
+from forwarder.dns import names, wire
 
 MAX_TTL = 2**31 - 1
 MAX_ANSWER = wire.MAX_MESSAGE - len(wire.opt_record(0, False, None))  # room for our OPT
@@ -97,7 +97,7 @@ def to_record(item: object) -> Record:
     if not isinstance(name, str):
         raise TypeError(f"record name must be text, not {name!r}")
     try:
-        wire.text_to_name(name)
+        names.from_text(name)
     except (ValueError, UnicodeError) as e:
         raise ValueError(f"bad record name {name!r}: {e}") from None
     if isinstance(ttl, bool) or not isinstance(ttl, int) or not 0 <= ttl <= MAX_TTL:
@@ -122,9 +122,9 @@ def to_rr(record: Record) -> dnslib.RR:
 
 
 def _label(text: str) -> dnslib.DNSLabel:
-    """The dnslib name for presentation *text*, escapes read as `wire.name_to_text` writes
+    """The dnslib name for presentation *text*, escapes read as `names.to_text` writes
     them. Raises ValueError."""
-    return dnslib.DNSLabel(wire.text_to_labels(text))
+    return dnslib.DNSLabel(names.text_to_labels(text))
 
 
 def _rdata(rtype: int, type_text: str, value: str) -> Any:
@@ -141,7 +141,7 @@ def _rdata(rtype: int, type_text: str, value: str) -> Any:
     if rtype == 28:
         return dnslib.AAAA(ipaddress.IPv6Address(value).compressed)
     if rtype in _NAME_TYPES:
-        wire.text_to_name(value)  # checks it
+        names.from_text(value)  # checks it
         return _NAME_TYPES[rtype](_label(value))
     if rtype == wire.TYPE_TXT:
         if value.startswith('"'):
@@ -216,7 +216,7 @@ def _records(rrs: list[dnslib.RR]) -> tuple[Record, ...]:
 
 
 def _name_text(label: dnslib.DNSLabel) -> str:
-    return wire.labels_to_text(part.lower() for part in label.label)
+    return names.labels_to_text(part.lower() for part in label.label)
 
 
 def _value_text(rr: dnslib.RR) -> str:
@@ -264,7 +264,7 @@ def _parse_strings(text: str) -> list[bytes]:
                 i += 1
                 break
             if ch == "\\":
-                escaped, i = wire.read_escape(text, i)
+                escaped, i = names.read_escape(text, i)
                 buf += escaped
                 continue
             buf += ch.encode("utf-8")

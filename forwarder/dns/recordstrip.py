@@ -1,30 +1,35 @@
-"""Remove whole resource records from a response's wire and fix its counts: the answer
-policy's `strip` action, and the removal of additional-section addresses from protected
-answers.
+"""Remove whole resource records from a reply's wire and fix its counts: the answer
+policy's `strip` action, the removal of additional-section addresses from protected
+answers, and taking out an OPT record that other records follow.
 
-Compression pointers that aim past a removed record are moved down; when a pointer would
-be left aiming into a removed record (or anywhere but a label of a remaining name), the
-message is rebuilt with dnslib instead. The addresses to remove come from
-`answers.scan_response`, which says where each record sits in the wire.
+Where records sit comes from the reply's Index (forwarder.dns.reply), which checked the
+message already. Compression pointers that aim past a removed record are moved down; when
+a pointer would be left aiming into a removed record (or anywhere but a label of a
+remaining name), the message is rebuilt with dnslib instead.
 """
 
 from __future__ import annotations
 
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from forwarder.dns.answers import (
+from forwarder.dns.index import (
+    R_END,
+    R_RDATA,
+    R_SECTION,
+    R_START,
+    R_TYPE,
     SECTION_ADDITIONAL,
     SECTION_ANSWER,
     SECTION_AUTHORITY,
     Address,
-    ScanError,
+    Index,
+    Record,
 )
-from forwarder.dns.wire import HEADER, RR_FIXED
+from forwarder.dns.wire import HEADER
+from forwarder.errors import FormError
 
 _unpack_header = HEADER.unpack_from
-_unpack_rr = RR_FIXED.unpack_from  # type, class, ttl, rdlength
 
 # RDATA layouts whose domain names may be compressed (RFC 1035 types, and those RFC 3597
 # section 4 says receivers must decompress). Each entry: the steps to walk the RDATA,
@@ -41,107 +46,93 @@ _NAME_LAYOUTS: dict[int, tuple[int | str, ...]] = {
 
 
 @dataclass(slots=True)
-class _Record:
-    offset: int
-    end: int
-    section: int
-    index: int
+class _Names:
+    """Where one record's (or the question's) names have pointers, and where labels start."""
+
     pointers: list[int]  # positions of the compression pointers in its names
     labels: list[int]  # offsets of the labels of its names: where a pointer may aim
 
 
-def _walk_name(wire: bytes, off: int, pointers: list[int], labels: list[int]) -> int:
-    """Walk the name at *off* in place, noting its labels and pointer; return its end."""
+def _walk_name(wire: bytes, off: int, found: _Names) -> int:
+    """Walks the (checked) name at *off* in place, noting its labels and pointer; answers
+    its end."""
     while True:
         length = wire[off]
         if length >= 0xC0:
-            wire[off + 1]  # bounds check
-            pointers.append(off)
+            found.pointers.append(off)
             return off + 2
-        if length > 63:
-            raise ScanError(f"unsupported label type 0x{length:02x} at offset {off}")
-        labels.append(off)  # the root label too: a pointer may aim at it
+        found.labels.append(off)  # the root label too: a pointer may aim at it
         if length == 0:
             return off + 1
         off += length + 1
 
 
-def _layout(wire: bytes) -> tuple[_Record, list[_Record]]:
-    """Return the question section (as a pseudo-record) and every resource record."""
-    _id, _flags, qdcount, ancount, nscount, arcount = _unpack_header(wire, 0)
-    n = len(wire)
-    pos = 12
-    question = _Record(12, 12, 0, 0, [], [])
-    for _ in range(qdcount):
-        pos = _walk_name(wire, pos, question.pointers, question.labels) + 4
-    question.end = pos
-    records: list[_Record] = []
-    for section, count in (
-        (SECTION_ANSWER, ancount), (SECTION_AUTHORITY, nscount), (SECTION_ADDITIONAL, arcount)
-    ):
-        for index in range(count):
-            rec = _Record(pos, 0, section, index, [], [])
-            pos = _walk_name(wire, pos, rec.pointers, rec.labels)
-            rtype, _rclass, _ttl, rdlen = _unpack_rr(wire, pos)
-            rd = pos + 10
-            pos = rd + rdlen
-            if pos > n:
-                raise ScanError(f"record at offset {rec.offset} runs past the end of the message")
-            for step in _NAME_LAYOUTS.get(rtype, ()):
-                if rd >= pos:
-                    break
-                if step == "n":
-                    rd = _walk_name(wire, rd, rec.pointers, rec.labels)
-                elif step == "s":
-                    rd += 1 + wire[rd]
-                else:
-                    rd += step  # type: ignore[operator]
-            if rd > pos:
-                raise ScanError(f"rdata of the record at offset {rec.offset} overruns it")
-            rec.end = pos
-            records.append(rec)
-    if pos > n:
-        raise ScanError("message ends inside the question section")
-    return question, records
+def _names_of(wire: bytes, rec: Record) -> _Names:
+    found = _Names([], [])
+    _walk_name(wire, rec[R_START], found)
+    rd, end = rec[R_RDATA], rec[R_END]
+    for step in _NAME_LAYOUTS.get(rec[R_TYPE], ()):
+        if rd >= end:
+            break
+        if step == "n":
+            rd = _walk_name(wire, rd, found)
+        elif step == "s":
+            rd += 1 + wire[rd]
+        else:
+            rd += step  # type: ignore[operator]
+    return found
 
 
-def strip_records(wire: bytes, addresses: Iterable[Address]) -> bytes:
-    """Return *wire* without the resource records holding *addresses*, counts fixed.
+def strip_records(index: Index, addresses: Iterable[Address]) -> bytes:
+    """The reply's wire without the resource records holding *addresses*, counts fixed.
 
-    Whole records go: an HTTPS/SVCB record with one bad hint is dropped entirely
-    (hints are only hints; the client falls back to A/AAAA queries). Several
-    addresses of one record are fine. Compression pointers that aim past a removed
-    record are moved down. If a remaining pointer aims anywhere but a label of a
-    remaining name (into a removed record, say, or into bytes that are no name), the
-    message is rebuilt with dnslib instead: rare, as compressors aim at the first
+    Whole records go: an HTTPS/SVCB record with one bad hint is dropped entirely (hints
+    are only hints; the client falls back to A/AAAA queries). Several addresses of one
+    record are fine.
+
+    Raises:
+        FormError: an address does not match a record of the reply (it came from another
+            message), or the message cannot be rebuilt.
+    """
+    by_start = {rec[R_START]: rec for rec in index.records}
+    drop: list[Record] = []
+    for a in addresses:
+        rec = by_start.get(a.start)
+        if rec is None or rec[R_END] != a.end or rec[R_SECTION] != a.section:
+            raise FormError(f"no record at offset {a.start} in this message")
+        if rec not in drop:
+            drop.append(rec)
+    return remove(index, drop)
+
+
+def remove(index: Index, drop: list[Record]) -> bytes:
+    """The reply's wire without the records *drop* (records of *index*), counts fixed.
+
+    Compression pointers that aim past a removed record are moved down. If a remaining
+    pointer aims anywhere but a label of a remaining name (into a removed record, say),
+    the message is rebuilt with dnslib instead: rare, as compressors aim at the first
     occurrence of a name, normally the question.
 
     Raises:
-        ScanError: *wire* is malformed (also when dnslib cannot rebuild it), or an
-            address does not match a record of *wire* (it came from another message).
+        FormError: dnslib cannot rebuild the message.
     """
-    try:
-        question, records = _layout(wire)
-    except (IndexError, struct.error):
-        raise ScanError("truncated message") from None
-    by_offset = {r.offset: r for r in records}
-    drop: dict[int, _Record] = {}
-    for a in addresses:
-        rec = by_offset.get(a.offset)
-        if rec is None or rec.end - rec.offset != a.length or rec.section != a.section:
-            raise ScanError(f"no record at offset {a.offset} length {a.length} in this message")
-        drop[rec.offset] = rec
+    wire = index.wire
     if not drop:
         return wire
-    kept = [question] + [r for r in records if r.offset not in drop]
-    targets = {label for r in kept for label in r.labels}
-    removed = sorted((r.offset, r.end) for r in drop.values())
+    gone = {rec[R_START] for rec in drop}
+    question = _Names([], [])
+    off = 12
+    for _ in range(_unpack_header(wire, 0)[2]):
+        off = _walk_name(wire, off, question) + 4
+    kept = [question] + [_names_of(wire, r) for r in index.records if r[R_START] not in gone]
+    targets = {label for names in kept for label in names.labels}
+    removed = sorted((r[R_START], r[R_END]) for r in drop)
     out = bytearray(wire)
-    for rec in kept:
-        for p in rec.pointers:
+    for names in kept:
+        for p in names.pointers:
             target = ((wire[p] & 0x3F) << 8) | wire[p + 1]
             if target not in targets:  # a removed name, or not a name at all
-                return _rebuild(wire, list(drop.values()))
+                return _rebuild(index, drop)
             new = target
             for start, end in removed:
                 if target < start:
@@ -151,8 +142,8 @@ def strip_records(wire: bytes, addresses: Iterable[Address]) -> bytes:
                 out[p] = 0xC0 | (new >> 8)
                 out[p + 1] = new & 0xFF
     counts = list(_unpack_header(wire, 0))
-    for rec in drop.values():
-        counts[2 + rec.section] -= 1
+    for rec in drop:
+        counts[2 + rec[R_SECTION]] -= 1
     HEADER.pack_into(out, 0, *counts)
     pieces = []
     last = 0
@@ -163,15 +154,22 @@ def strip_records(wire: bytes, addresses: Iterable[Address]) -> bytes:
     return b"".join(pieces)
 
 
-def _rebuild(wire: bytes, drop: list[_Record]) -> bytes:
-    """Rebuild *wire* with dnslib without the *drop* records (the slow, safe path)."""
+def _rebuild(index: Index, drop: list[Record]) -> bytes:
+    """Rebuilds the reply with dnslib without the *drop* records (the slow, safe path)."""
     import dnslib  # deferred: only this rare path needs it
 
     try:
-        msg = dnslib.DNSRecord.parse(wire)
+        msg = dnslib.DNSRecord.parse(index.wire)
     except Exception as e:  # dnslib raises several types on bad input
-        raise ScanError(f"cannot rebuild message: {e}") from None
-    gone = {(r.section, r.index) for r in drop}
+        raise FormError(f"cannot rebuild message: {e}") from None
+    gone = set()
+    counters = {SECTION_ANSWER: 0, SECTION_AUTHORITY: 0, SECTION_ADDITIONAL: 0}
+    drop_starts = {rec[R_START] for rec in drop}
+    for rec in index.records:
+        section = rec[R_SECTION]
+        if rec[R_START] in drop_starts:
+            gone.add((section, counters[section]))
+        counters[section] += 1
     msg.rr = [rr for i, rr in enumerate(msg.rr) if (SECTION_ANSWER, i) not in gone]
     msg.auth = [rr for i, rr in enumerate(msg.auth) if (SECTION_AUTHORITY, i) not in gone]
     msg.ar = [rr for i, rr in enumerate(msg.ar) if (SECTION_ADDITIONAL, i) not in gone]

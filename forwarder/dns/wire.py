@@ -1,5 +1,5 @@
 """Fast DNS wire helpers: read a query's header, question and EDNS, build upstream queries,
-check upstream replies, strip and add OPT, truncate, and minimal error replies.
+match upstream replies to them, add our OPT, truncate, and minimal error replies.
 
 Nothing here builds a general message object: the hot paths read and patch bytes.
 Replies inside the forwarder carry no OPT record; `finish` adds the client's OPT
@@ -9,10 +9,10 @@ Replies inside the forwarder carry no OPT record; `finish` adds the client's OPT
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable
 from enum import IntEnum
 from typing import NamedTuple
 
+from forwarder.dns import names
 from forwarder.errors import DropPacket, FormError
 
 HEADER = struct.Struct("!HHHHHH")
@@ -92,153 +92,6 @@ def qtype_to_text(qtype: int) -> str:
     return QTYPE_NAMES.get(qtype) or f"TYPE{qtype}"
 
 
-# --- names -----------------------------------------------------------------------------
-
-
-def skip_name(data: bytes, off: int) -> int:
-    """Answers the offset just past the (possibly compressed) name at *off*. Raises FormError."""
-    end = len(data)
-    while True:
-        if off >= end:
-            raise FormError("name runs past the end of the message")
-        length = data[off]
-        if length == 0:
-            return off + 1
-        if length & 0xC0 == 0xC0:
-            if off + 2 > end:
-                raise FormError("truncated compression pointer")
-            return off + 2
-        if length & 0xC0:
-            raise FormError("bad label type")
-        off += length + 1
-
-
-def read_qname(data: bytes, off: int) -> int:
-    """Answers the end of the uncompressed question name at *off*, checking label rules."""
-    end = len(data)
-    start = off
-    while True:
-        if off >= end:
-            raise FormError("question name runs past the end of the message")
-        length = data[off]
-        if length == 0:
-            off += 1
-            if off - start > 255:
-                raise FormError("question name longer than 255 octets")
-            return off
-        if length > 63:
-            raise FormError("compressed or bad label in the question")
-        off += length + 1
-
-
-# Printable bytes a label shows as they are; the rest are escaped (RFC 1035 5.1, as dig and
-# dnspython print them): `\\.` for the specials, `\\DDD` for anything unprintable.
-PLAIN_LABEL = bytes(c for c in range(0x21, 0x7F) if c not in b'"().;\\@$')
-_ESCAPED = tuple(
-    chr(c) if c in PLAIN_LABEL else "\\" + chr(c) if 0x21 <= c < 0x7F else f"\\{c:03d}"
-    for c in range(256)
-)
-
-
-def label_to_text(label: bytes) -> str:
-    """Answers the presentation form of one label: the one escaping of names in the
-    forwarder, so that no name reaches a log, an EDE text or a hook with a raw control
-    character, newline, ESC or space in it (RFC 1035 5.1 `\\DDD`, as dig prints it)."""
-    if not label.translate(None, PLAIN_LABEL):
-        return label.decode("ascii")
-    return "".join([_ESCAPED[c] for c in label])
-
-
-def labels_to_text(labels: Iterable[bytes]) -> str:
-    """Answers the presentation form (no trailing dot; "." for root) of a name's labels."""
-    return ".".join([label_to_text(label) for label in labels]) or "."
-
-
-def name_to_text(name: bytes) -> str:
-    """Answers the presentation form (no trailing dot; "." for root) of an uncompressed wire
-    name, each label escaped by `label_to_text`."""
-    labels = []
-    off = 0
-    while name[off]:
-        n = name[off]
-        labels.append(name[off + 1 : off + 1 + n])
-        off += n + 1
-    return labels_to_text(labels)
-
-
-def text_to_name(text: str) -> bytes:
-    """Answers the lower-case wire form of a presentation name. Raises ValueError."""
-    out = bytearray()
-    for label in text_to_labels(text):
-        out.append(len(label))
-        out += label.lower()
-    out.append(0)
-    if len(out) > 255:
-        raise ValueError(f"name {text.strip()!r} is longer than 255 octets")
-    return bytes(out)
-
-
-def text_to_labels(text: str) -> list[bytes]:
-    """Answers the labels of a presentation name (no root label; [] for the root), reading
-    the escapes `label_to_text` writes (`\\.`, `\\DDD`). Raises ValueError."""
-    text = text.strip()
-    if text.endswith(".") and not _escaped_at(text, len(text) - 1):
-        text = text[:-1]
-    if not text:
-        return []
-    labels = _split_labels(text)
-    for label in labels:
-        if not label or len(label) > 63:
-            raise ValueError(f"bad label {label!r} in {text!r}")
-    return labels
-
-
-def read_escape(text: str, i: int) -> tuple[bytes, int]:
-    """Reads the presentation-format escape whose backslash is at *text[i]* (`\\DDD`, a
-    byte in decimal, or `\\X`, the character X); answers its bytes and the index just past
-    it. Raises ValueError."""
-    digits = text[i + 1 : i + 4]
-    if len(digits) == 3 and digits.isdigit():
-        if int(digits) > 255:
-            raise ValueError(f"bad escape \\{digits} in {text!r}")
-        return bytes([int(digits)]), i + 4
-    if i + 1 >= len(text):
-        raise ValueError(f"a lone backslash ends {text!r}")
-    return text[i + 1].encode("utf-8"), i + 2
-
-
-def _escaped_at(text: str, index: int) -> bool:
-    """Answers whether the character at *index* follows an odd run of backslashes."""
-    run = 0
-    while index - run - 1 >= 0 and text[index - run - 1] == "\\":
-        run += 1
-    return run % 2 == 1
-
-
-def _split_labels(text: str) -> list[bytes]:
-    """Splits presentation text into raw labels, reading `\\X` and `\\DDD`. Raises
-    ValueError."""
-    if "\\" not in text:
-        return [label.encode("ascii") for label in text.split(".")]
-    labels: list[bytes] = []
-    label = bytearray()
-    i, n = 0, len(text)
-    while i < n:
-        ch = text[i]
-        if ch == ".":
-            labels.append(bytes(label))
-            label = bytearray()
-        elif ch == "\\":
-            raw, i = read_escape(text, i)
-            label += raw
-            continue
-        else:
-            label += ch.encode("ascii")
-        i += 1
-    labels.append(bytes(label))
-    return labels
-
-
 # --- queries ---------------------------------------------------------------------------
 
 
@@ -277,19 +130,20 @@ def parse_query(data: bytes) -> ParsedQuery:
         raise FormError("unsupported opcode", kind="notimp")
     if qdcount != 1:
         raise FormError(f"QDCOUNT is {qdcount}, not 1", kind="qdcount")
-    qend = read_qname(data, 12)
+    qend = names.read_qname(data, 12)
     off = qend + 4
     end = len(data)
     if off > end:
         raise FormError("question runs past the end of the message")
+    memo: names.NameMemo = {}
     for _ in range(ancount + nscount):
-        off = _skip_rr(data, off)
+        off = _skip_rr(data, off, memo)
     edns = do = False
     udp_size = MIN_UDP_SIZE
     version = 0
     for _ in range(arcount):
         name_off = off
-        off = skip_name(data, off)
+        off = names.walk(data, off, end, memo)
         if off + 10 > end:
             raise FormError("record runs past the end of the message")
         rtype, rclass, ttl, rdlen = RR_FIXED.unpack_from(data, off)
@@ -310,8 +164,8 @@ def parse_query(data: bytes) -> ParsedQuery:
         bool(flags & CD), version))
 
 
-def _skip_rr(data: bytes, off: int) -> int:
-    off = skip_name(data, off)
+def _skip_rr(data: bytes, off: int, memo: names.NameMemo) -> int:
+    off = names.walk(data, off, len(data), memo)
     if off + 10 > len(data):
         raise FormError("record runs past the end of the message")
     off += 10 + U16.unpack_from(data, off + 8)[0]
@@ -347,111 +201,6 @@ def reply_matches(data: bytes, ident: int, qname: bytes, qtype: int, qclass: int
     if data[12:end].lower() != qname:
         return False
     return data[end : end + 4] == struct.pack("!HH", qtype, qclass)
-
-
-# what walk_records finds: [(TTL offset, TTL, counts for the entry's TTL)], the answer
-# count, and the negative TTL of the first authority SOA (None without one)
-Records = tuple[list[tuple[int, int, bool]], int, "int | None"]
-
-
-class UpstreamReply:
-    """An upstream response with its OPT removed: wire, full rcode, EDE options it carried,
-    and its records as `walk_records` reads them (offsets into `wire`)."""
-
-    __slots__ = ("ede", "rcode", "records", "wire")
-
-    def __init__(self, wire: bytes, rcode: int, ede: tuple[tuple[int, str], ...],
-                 records: Records | None = None) -> None:
-        self.wire = wire
-        self.rcode = rcode
-        self.ede = ede
-        self.records = records
-
-
-def walk_records(data: bytes, question_end: int = 0,
-                 ) -> tuple[Records, tuple[int, int, int, int] | None, int]:
-    """Walks every record of a message once: answers its Records (OPT left out), where its
-    OPT record (in the additional section) is, as (start, end, TTL, RDATA start), or None,
-    and where its last record
-    ends (bytes after it are not part of the message). *question_end*, when known (a
-    reply whose one question was checked already), saves reading the question.
-
-    Raises:
-        FormError: the message is malformed (more than one OPT record, too).
-        struct.error: the header is short.
-    """
-    _ident, _flags, qdcount, ancount, nscount, arcount = HEADER.unpack_from(data)
-    off = question_end
-    if not off:
-        off = 12
-        for _ in range(qdcount):
-            off = skip_name(data, off) + 4
-    records: list[tuple[int, int, bool]] = []
-    negative: int | None = None
-    opt: tuple[int, int, int, int] | None = None
-    end = len(data)
-    counted = ancount + nscount
-    unpack = RR_FIXED.unpack_from
-    for i in range(counted + arcount):
-        start = off
-        if off < end and data[off] >= 0xC0:  # the usual owner: a compression pointer
-            off += 2
-        else:
-            off = skip_name(data, off)
-        if off + 10 > end:
-            raise FormError("record runs past the end of the message")
-        rtype, _rclass, ttl, rdlen = unpack(data, off)
-        rdata = off + 10
-        off = rdata + rdlen
-        if off > end:
-            raise FormError("record data runs past the end of the message")
-        if rtype == TYPE_OPT and i >= counted:  # elsewhere it is just a (strange) record
-            if opt is not None:
-                raise FormError("more than one OPT record")
-            opt = (start, off, ttl, rdata)
-            continue
-        if rtype == TYPE_SOA and ancount <= i < counted and negative is None:
-            if rdlen < 22:
-                raise FormError("SOA record too short")
-            negative = min(ttl, U32.unpack_from(data, off - 4)[0])
-        records.append((rdata - 6, ttl, i < counted))
-    return (records, ancount, negative), opt, off
-
-
-def strip_opt(data: bytes, question_end: int = 0) -> UpstreamReply:
-    """Removes the OPT record from a response; folds its extended rcode into the rcode and
-    keeps its Extended DNS Error options. Raises FormError if the message is malformed.
-    *question_end*: see walk_records."""
-    try:
-        (records, ancount, negative), opt, stop = walk_records(data, question_end)
-    except struct.error:
-        raise FormError("message shorter than its header") from None
-    if stop < len(data):  # bytes after the last record are no part of it
-        data = data[:stop]
-    rcode = data[3] & 0xF
-    if opt is None:
-        return UpstreamReply(data, rcode, (), (records, ancount, negative))
-    start, end, ttl, rdata = opt
-    rcode |= ((ttl >> 24) & 0xFF) << 4
-    ede = tuple(_read_ede(data, rdata, end)) if end > rdata else ()
-    arcount = U16.unpack_from(data, 10)[0] - 1
-    wire = data[:10] + U16.pack(arcount) + data[12:start] + data[end:]
-    if end < stop:  # records after the OPT moved up
-        gone = end - start
-        records = [(o - gone if o > start else o, t, c) for o, t, c in records]
-    return UpstreamReply(wire, rcode, ede, (records, ancount, negative))
-
-
-def _read_ede(data: bytes, off: int, end: int) -> list[tuple[int, str]]:
-    out = []
-    while off + 4 <= end:
-        code, length = struct.unpack_from("!HH", data, off)
-        off += 4
-        if code == OPTION_EDE and length >= 2 and off + length <= end:
-            info = U16.unpack_from(data, off)[0]
-            out.append((info, data[off + 2 : off + length].decode("utf-8", "replace")))
-        off += length
-    return out
 
 
 # --- replies to the client ---------------------------------------------------------------

@@ -251,7 +251,7 @@ class Context:
     def qname(self) -> str:
         """The query name: lower case, no trailing dot (``"."`` for the root)."""
         if self._qname is None:
-            self._qname = wire.name_to_text(self._q.qname)
+            self._qname = names.to_text(self._q.qname)
         return self._qname
 
     @property

@@ -175,6 +175,7 @@ class HookChain:
 
     __slots__ = ("_groups", "_query_hooks", "_response_hooks", "_router", "hooks")
 
+    sees_every_query = True  # hooks run on every query and answer
     def __init__(self, loaded: list[LoadedHook], router: Router, groups: Mapping[str, Any]):
         self.hooks = tuple(loaded)
         self._query_hooks = tuple(h for h in loaded if h.on_query is not None)

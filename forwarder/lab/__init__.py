@@ -146,11 +146,11 @@ class RecordingAccounting(Accounting):
     def __init__(self) -> None:
         super().__init__()
         self.recording = True
-        self.seen: dict[tuple[str, int], Query] = {}
+        self.seen: dict[tuple[str, int], tuple[Query, Reply]] = {}
 
     def record(self, q: Query, reply: Reply, now: float) -> None:
         if self.recording:
-            self.seen[(q.name, q.qtype)] = q
+            self.seen[(q.name, q.qtype)] = (q, reply)
         super().record(q, reply, now)
 
 
@@ -245,22 +245,23 @@ def ede_options(msg: dnslib.DNSRecord) -> list[tuple[int, str]]:
     return out
 
 
-def verdict_of(q: Query | None, cfg: config_mod.Config) -> str:
+def verdict_of(seen: tuple[Query, Reply] | None, cfg: config_mod.Config) -> str:
     """The VERDICT column: what the answer policy made of the upstream answer."""
-    if q is None or q.rule is None:
+    if seen is None or seen[0].rule is None:
         return "-"
-    if q.rule.action is RuleAction.LOCAL:
+    q, reply = seen
+    if q.rule.action is RuleAction.LOCAL:  # type: ignore[union-attr]
         return "local records"
-    if q.rule.policy is None or q.verdict is None:
+    if q.rule.policy is None or reply.verdict is None:  # type: ignore[union-attr]
         return "no policy"
-    if q.verdict == "not_protected":
+    if reply.verdict == "not_protected":
         return "not judged"
-    if q.verdict != "violation":
-        return str(q.verdict)
-    policy = cfg.policy_named(q.rule.policy)
+    if reply.verdict != "violation":
+        return str(reply.verdict)
+    policy = cfg.policy_named(q.rule.policy)  # type: ignore[union-attr]
     if policy is not None and policy.mode is PolicyMode.MONITOR:
-        return f"violation, monitor: would {q.action}"
-    return f"violation -> {q.action}"
+        return f"violation, monitor: would {reply.action}"
+    return f"violation -> {reply.action}"
 
 
 def show_addresses(addresses: Sequence[str]) -> str:
@@ -277,14 +278,16 @@ async def run_scenario(port: int, scenario: Scenario, recorder: RecordingAccount
         return Row(scenario, outcome)
     outcome.rcode, outcome.addresses, _ = summary(msg)
     outcome.ede = ede_options(msg)
-    q = recorder.seen.get((scenario.name.lower(), wire.qtype_from_text(scenario.qtype)))
-    outcome.verdict = verdict_of(q, cfg)
+    seen = recorder.seen.get((scenario.name.lower(), wire.qtype_from_text(scenario.qtype)))
+    outcome.verdict = verdict_of(seen, cfg)
+    q, reply = seen if seen is not None else (None, None)
     if q is not None and q.rule is not None and q.rule.action is RuleAction.LOCAL:
         outcome.asked = "local"
-    elif q is not None:
+    elif q is not None and reply is not None:
         outcome.asked = q.group or "-"
-        if q.upstream_reply is not None:
-            rcode, addresses, via_cname = summary(dnslib.DNSRecord.parse(q.upstream_reply.wire))
+        raw = reply.upstream_reply
+        if raw is not None:
+            rcode, addresses, via_cname = summary(dnslib.DNSRecord.parse(raw.wire))
             outcome.upstream = " ".join(filter(None, (
                 rcode, "CNAME ->" if via_cname else "", show_addresses(addresses))))
     return Row(scenario, outcome)

@@ -43,10 +43,9 @@ class TcpListener:
         if self._server is not None:
             self._server.close()
 
-    async def drain(self) -> None:
-        """Waits for in-flight queries on every connection, then closes the connections."""
+    def close_connections(self) -> None:
+        """Closes every connection (once the pipeline has answered what was in flight)."""
         for conn in list(self.connections):
-            await conn.drain()
             conn.close()
 
     def close(self) -> None:
@@ -57,13 +56,14 @@ class TcpListener:
 
 
 class TcpConnection(asyncio.Protocol):
-    """One client connection: frames in, replies out in completion order."""
+    """One client connection: frames in, replies out in completion order (it is the
+    pipeline's Client for the queries it hands over)."""
 
     def __init__(self, listener: TcpListener) -> None:
         self.listener = listener
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
-        self.tasks: set[asyncio.Task[None]] = set()
+        self.pending = 0  # queries handed to the pipeline and not answered yet
         self.client: tuple[str, int] = ("", 0)
         self.idle: asyncio.TimerHandle | None = None
         self.paused = False
@@ -87,9 +87,7 @@ class TcpConnection(asyncio.Protocol):
             metrics.tcp_connections.dec()
         if self.idle is not None:
             self.idle.cancel()
-        for task in self.tasks:
-            task.cancel()
-        self.transport = None
+        self.transport = None  # queries still being resolved are answered to nobody
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -110,7 +108,7 @@ class TcpConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         # the client is done sending; answer what is in flight, then close
-        if not self.tasks:
+        if not self.pending:
             return False
         self.closing = True
         return True
@@ -121,40 +119,36 @@ class TcpConnection(asyncio.Protocol):
             if q is not None:
                 self._write(q)
             return
-        reply = self.listener.pipeline.fast(q)
-        if reply is None:
-            task = asyncio.ensure_future(self._resolve(q))
-            self.tasks.add(task)
-            task.add_done_callback(self._done)
-            if len(self.tasks) >= self.listener.limits.tcp_max_queries_per_connection:
-                self.paused = True
-                assert self.transport is not None
-                self.transport.pause_reading()
-        elif reply is not DROP:
+        reply = self.listener.pipeline.handle(q, self)
+        if reply is not None:
             self._answer(q, reply)
-        else:
-            self.listener.accounting.dropped(q)
+            return
+        self.pending += 1
+        if self.pending >= self.listener.limits.tcp_max_queries_per_connection:
+            self.paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
 
-    async def _resolve(self, q: Query) -> None:
-        reply = await self.listener.pipeline.resolve(q)
-        if reply is not DROP:
+    def reply(self, q: Query, reply: Reply | None) -> None:
+        """Answers a query the pipeline resolved (Pipeline Client); None: it ended without
+        an answer."""
+        self.pending -= 1
+        if reply is not None:
             self._answer(q, reply)
-        else:
-            self.listener.accounting.dropped(q)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self.tasks.discard(task)
         if self.paused and self.transport is not None:
             self.paused = False
             self.transport.resume_reading()
             self._read_frames()
-        if not self.tasks:
+        if not self.pending:
             if self.closing:
                 self.close()
             else:
                 self._arm_idle()
 
     def _answer(self, q: Query, reply: Reply) -> None:
+        if reply is DROP:
+            self.listener.accounting.dropped(q)
+            return
         self._write(reply.to_client(q))
         self.listener.accounting.record(q, reply, time.monotonic())
 
@@ -171,14 +165,10 @@ class TcpConnection(asyncio.Protocol):
         self.idle = loop.call_later(self.listener.limits.tcp_idle_timeout, self._idle_fired)
 
     def _idle_fired(self) -> None:
-        if self.tasks:  # RFC 7766 6.2.3: do not close with queries outstanding
+        if self.pending:  # RFC 7766 6.2.3: do not close with queries outstanding
             self._arm_idle()
             return
         self.close()
-
-    async def drain(self) -> None:
-        if self.tasks:
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     def close(self) -> None:
         if self.transport is not None and not self.transport.is_closing():

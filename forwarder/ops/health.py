@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 from forwarder.config import model
 from forwarder.config.values import parse_server
-from forwarder.dns import wire
+from forwarder.dns import names, wire
 from forwarder.errors import ConfigError
 from forwarder.process import exits
 
 DEFAULT_TIMEOUT = 4.0  # seconds; Docker's HEALTHCHECK --timeout in the Dockerfile is 5
 WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1"}
-PROBE_NAME, PROBE_TYPE = wire.text_to_name("."), 2  # NS
+PROBE_NAME, PROBE_TYPE = names.from_text("."), 2  # NS
 CLASS_IN = 1
 MAX_BODY = 4096  # bytes of a /readyz report shown when it is not ready
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from forwarder.config import model
-from forwarder.dns import wire
+from forwarder.dns import names, wire
 from forwarder.query import Query, Reply
 from forwarder.stages import policy as policy_stage
 from forwarder.stages.acl import Acl
@@ -123,7 +123,7 @@ class Judge:
     async def outcome(self, line: dict[str, Any], upstream: bytes) -> tuple[Outcome, bool]:
         """The candidate's verdict and action for the query of *line* answered *upstream*
         by the upstream; and whether that needed a network it was not given."""
-        qname = wire.text_to_name(line["name"])
+        qname = names.from_text(line["name"])
         qtype = wire.qtype_from_text(line["type"])
         client = str(line.get("client") or "127.0.0.1")
         if not self.acl.allows(client):
@@ -142,15 +142,20 @@ class Judge:
         answer_policy = self.policies[rule.policy]
         decided = answer_policy.decide(q, reply, rule.upstream or NONE)
         offline = False
-        if not isinstance(decided, Reply):
+        if isinstance(decided, Reply):
+            verdict, action = decided.verdict, decided.action
+        else:
+            verdict, action = "violation", None
             group = self.runtime.groups.get(rule.upstream or "", _OfflineGroup(NONE))
             try:
-                await answer_policy.enforce(q, decided, group, self.runtime)  # type: ignore[arg-type]
+                enforced = await answer_policy.enforce(
+                    q, decided, group, self.runtime.groups)  # type: ignore[arg-type]
+                action = enforced.action
             except NeedsNetwork:
                 offline = True
-                q.action = q.action or answer_policy.cfg.on_violation.value
-        monitor = answer_policy.monitor_only and q.verdict == "violation"
-        return Outcome(q.verdict or NONE, q.action or NONE, monitor), offline
+                action = answer_policy.cfg.on_violation.value
+        monitor = answer_policy.monitor_only and verdict == "violation"
+        return Outcome(verdict or NONE, action or NONE, monitor), offline
 
 
 def _query(qname: bytes, qtype: int, client: str, transport: str) -> Query:

@@ -7,7 +7,7 @@ rule, client, name, addresses and action, the start line's listeners and counts)
 `worker` in a worker process; an exception comes as `exception`. JSON escapes every
 control character itself.
 
-Names reach log messages in presentation form already (`wire.name_to_text` escapes them
+Names reach log messages in presentation form already (`names.to_text` escapes them
 as dig does); this formatter is the net under everything else a message may carry (an
 upstream's EDE text, a hook's exception message): control characters, newlines and ESC
 are written as `\\DDD` escapes, so no text can start a line of its own or drive a

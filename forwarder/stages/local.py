@@ -113,13 +113,13 @@ class LocalZone:
         """Packs every answer of the zone. Raises ValueError for a CNAME that shares its name
         with other records or chains into a loop."""
         self.rule = rule
-        apex = wire.text_to_name(rule.match)
+        apex = names.from_text(rule.match)
         self._apex = apex
         self._apex_len = len(apex)
         self._exact: dict[bytes, _Node] = {}
         self._wild: dict[bytes, _Node] = {}
         for rec in records:
-            owner = wire.text_to_name(rec.name[2:] if rec.name.startswith("*.") else rec.name)
+            owner = names.from_text(rec.name[2:] if rec.name.startswith("*.") else rec.name)
             table = self._wild if rec.name.startswith("*.") else self._exact
             key = _WILD + owner if table is self._wild else owner
             node = table.get(key)
@@ -137,7 +137,7 @@ class LocalZone:
         self._nxdomain = _packed(wire.Rcode.NXDOMAIN, [], soa)
         self._nodata = _packed(wire.Rcode.NOERROR, [], soa)
         self._refused = _packed(wire.Rcode.REFUSED, [], [])
-        carved = tuple(wire.text_to_name(s) for s in carved_out)
+        carved = tuple(names.from_text(s) for s in carved_out)
         for node in (*self._exact.values(), *self._wild.values()):
             self._pack_node(node, carved, soa)
         apex_node = self._exact.get(apex)
@@ -235,10 +235,10 @@ class LocalZone:
                 rcode = wire.Rcode.NOERROR if target in self._existing else wire.Rcode.NXDOMAIN
                 return _packed(rcode, answer, soa)
             if id(node) in seen:
-                chain.append(wire.name_to_text(target))
+                chain.append(names.to_text(target))
                 raise ValueError(f"CNAME loop: {' -> '.join(chain)}")
             seen.add(id(node))
-            chain.append(wire.name_to_text(target))
+            chain.append(names.to_text(target))
             if qtype in node.rdata:
                 return _packed(wire.Rcode.NOERROR, answer + node.rrset(target, qtype), [])
             if node.cname is None:
@@ -270,7 +270,7 @@ def _rdata(rec: model.LocalRecord) -> bytes:
     if rec.rtype == TYPE_AAAA:
         return ipaddress.IPv6Address(rec.value).packed
     if rec.rtype == TYPE_CNAME:
-        return wire.text_to_name(rec.value)
+        return names.from_text(rec.value)
     raw = rec.value.encode("utf-8")  # TXT: one character string (config limits it to 255)
     return bytes([len(raw)]) + raw
 
@@ -357,7 +357,7 @@ def read_hosts(path: str, match: str, ttl: int) -> list[model.LocalRecord]:
             try:
                 if "*" in owner:
                     raise ValueError("wildcards are not supported in hosts files; use records")
-                wire.text_to_name(owner)
+                names.from_text(owner)
             except ValueError as e:
                 raise HostsFileError(f"{path}: line {lineno}: {name!r} is not a host "
                                      f"name: {e}") from None

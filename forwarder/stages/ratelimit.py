@@ -28,6 +28,8 @@ class RateLimiter:
 
     __slots__ = ("_buckets", "_burst", "_drop", "_limit", "_prefixes", "_qps", "_settings")
 
+    sees_every_query = True  # each query spends a token
+
     def __init__(self, settings: model.RateLimit, max_buckets: int = MAX_BUCKETS) -> None:
         self._settings = settings
         self._qps = settings.qps

@@ -15,7 +15,7 @@ class Router:
     a zone without hiding the default). No match at all: None (the query is refused).
     """
 
-    __slots__ = ("_clients", "_plain", "_table", "client_independent")
+    __slots__ = ("_clients", "_plain", "_table", "sees_every_query")
 
     def __init__(self, rules: tuple[model.Rule, ...]) -> None:
         by_suffix: dict[str, list[model.Rule]] = {}
@@ -25,7 +25,9 @@ class Router:
             (suffix, tuple(rs)) for suffix, rs in by_suffix.items())
         # suffixes whose only rule has no matchers: the common case, one probe per label
         self._plain = all(r.qtypes is None and r.clients is None for r in rules)
-        self.client_independent = all(r.clients is None for r in rules)
+        # rules that match client networks can route the same bytes differently for
+        # different clients: then no answer may be reused by the bytes of its query
+        self.sees_every_query = any(r.clients is not None for r in rules)
         # client matchers answer like the ACL, with its memo of verdicts by address
         self._clients = {r.index: Acl(r.clients) for r in rules if r.clients is not None}
 

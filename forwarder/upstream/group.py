@@ -12,6 +12,7 @@ import time
 from forwarder import metrics
 from forwarder.config import model
 from forwarder.dns import wire
+from forwarder.dns.reply import read as read_reply
 from forwarder.errors import FormError, UpstreamError
 from forwarder.query import Query, Reply
 from forwarder.upstream import selection, transports
@@ -124,9 +125,13 @@ class Attempts:
 class Group:
     """Exchanges queries with the servers of one configured upstream group."""
 
-    def __init__(self, cfg: model.UpstreamGroup, servers: list[ServerState] | None = None):
+    def __init__(self, cfg: model.UpstreamGroup, servers: list[ServerState] | None = None,
+                 budget: int | None = None):
         self.cfg = cfg
         self.name = cfg.name
+        # queries in flight to this group at most
+        self.budget = budget or cfg.max_inflight or model.Limits().max_inflight
+        self.load = 0  # queries in flight to this group (pipeline.resolution counts them)
         self.servers = servers or [ServerState(cfg.name, s) for s in cfg.servers]
         self.selection = selection.build(cfg.selection)
         self.actively_checked = False  # set by the health service while it probes this group
@@ -330,10 +335,9 @@ class Group:
 
 def reply_of(data: bytes, server: ServerState, qname: bytes) -> Reply:
     """The Reply for an upstream's response to *qname* (its question checked by
-    wire.reply_matches; OPT removed). Raises FormError."""
-    parsed = wire.strip_opt(data, 16 + len(qname))
-    return Reply(parsed.wire, parsed.rcode, "upstream", parsed.ede, server.label,
-                 parsed.records)
+    wire.reply_matches), read in full (forwarder.dns.reply). Raises FormError."""
+    index = read_reply(data, 16 + len(qname))
+    return Reply(index.wire, index.rcode, "upstream", index.ede, server.label, index)
 
 
 class FirstTry(udp.Waiter):

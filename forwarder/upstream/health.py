@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, Any
 
 from forwarder import metrics
 from forwarder.config import model
-from forwarder.dns import answers, netsets, wire
-from forwarder.errors import UpstreamError
+from forwarder.dns import names, netsets, wire
+from forwarder.dns.reply import read as read_reply
+from forwarder.errors import FormError, UpstreamError
 from forwarder.upstream import transports
 from forwarder.upstream.group import Group, ServerState
 
@@ -38,7 +39,6 @@ log = logging.getLogger("forwarder")
 
 RECHECK = 1.0  # seconds: how soon a reload's new groups are noticed without a wake-up
 CLASS_IN = 1
-EVERY_NAME = answers.SuffixSet(["."])  # a canary judges its own name, protected or not
 
 DEFAULT_ALLOWED = netsets.NetworkSet.parse(model.DEFAULT_ALLOWED)  # a canary without a policy
 
@@ -73,7 +73,7 @@ async def probe(server: ServerState, transport: str, check: model.HealthCheck,
     probes use the group's connection) or a fresh udp/tcp one; answers None if it
     answered usefully, otherwise why not (a timeout, a network error, a certificate,
     an HTTP status, SERVFAIL or REFUSED)."""
-    qname = wire.text_to_name(check.name)
+    qname = names.from_text(check.name)
     query = wire.upstream_query(0, wire.RD, wire.question_of(qname, check.qtype, CLASS_IN),
                                 False)
     if link is None:  # a server outside a group: udp or tcp
@@ -120,7 +120,7 @@ async def check_canary(group: Group, canary: model.Canary, policy: str,
     """Resolves *canary* through *group* and judges the answer; answers (passed, what was
     returned or what went wrong)."""
     what = f"{canary.name} {wire.qtype_to_text(canary.qtype)}"
-    qname = wire.text_to_name(canary.name)
+    qname = names.from_text(canary.name)
     question = wire.question_of(qname, canary.qtype, CLASS_IN)
     try:
         reply = await group.ask(question, qname, canary.qtype, CLASS_IN)
@@ -129,16 +129,17 @@ async def check_canary(group: Group, canary: model.Canary, policy: str,
     if reply.rcode != wire.Rcode.NOERROR:
         return False, f"{what} answered {metrics.rcode_label(reply.rcode)} (from {reply.server})"
     try:
-        scan = answers.scan_response(reply.wire)
-    except answers.ScanError as e:
+        index = reply.index if reply.index is not None else read_reply(reply.wire)
+    except FormError as e:
         return False, f"{what}: malformed answer from {reply.server} ({e})"
-    if not scan.addresses:
+    addresses = index.addresses()
+    if not addresses:
         return False, f"{what} answered no addresses (from {reply.server})"
-    found = ", ".join(a.text for a in scan.addresses)
-    verdict = answers.judge(scan, EVERY_NAME, allowed)
-    if verdict.violations:
-        public = ", ".join(a.text for a in verdict.violations)
-        rest = "" if len(verdict.violations) == len(scan.addresses) else f"; whole answer: {found}"
+    found = ", ".join(a.text for a in addresses)
+    violations = [a for a in addresses if not allowed.contains_packed(a.packed)]
+    if violations:
+        public = ", ".join(a.text for a in violations)
+        rest = "" if len(violations) == len(addresses) else f"; whole answer: {found}"
         return False, (f"{what} resolved to {public}, outside the allowed networks of policy "
                        f"{policy} (from {reply.server}{rest})")
     return True, f"{what} resolved to {found} (from {reply.server})"

@@ -221,7 +221,7 @@ async def test_slow_upstream_gets_stale_answer_then_refreshes(upstream: FakeUpst
         stale = await query(srv, transport, "www.example.com", use_edns=0)
         waited = time.monotonic() - started
         release.set()
-        await cache_of(srv).wait_idle()
+        await cache_of(srv).flights.wait_idle()
         fresh = await query(srv, transport, "www.example.com", use_edns=0)
     assert addresses(stale) == ["192.0.2.1"] and ede_of(stale) == [wire.Ede.STALE_ANSWER]
     assert waited < 0.9

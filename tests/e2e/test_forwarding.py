@@ -20,7 +20,7 @@ import pytest
 
 from forwarder import metrics
 from forwarder.dns import wire
-from tests.conftest import forwarder_config, query, running
+from tests.conftest import forwarder_config, in_flight, query, running
 from tests.fakes import Delay, FakeUpstream, Received, WrongSource, answers, reply, udp_raw
 
 # the listeners and upstream transports, on uvloop and on the default loop (its fallback)
@@ -389,23 +389,23 @@ async def test_a_cancelled_retry_leaves_nothing_behind(upstream: FakeUpstream,
         lost = asyncio.ensure_future(dns.asyncquery.udp(
             dns.message.make_query("held.example.com", "A"), host, port=port, timeout=5))
         await retried.wait()
-        listener = srv.udp[0]
-        assert listener.forwarding == 1 and len(listener.tasks) == 1
-        for task in list(listener.tasks):
+        tasks = list(srv.pipeline.tasks)
+        assert in_flight(srv) == (1, 1, 1, 1)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*listener.tasks, return_exceptions=True)
-        assert listener.forwarding == 0
-        assert srv.pipeline.inflight == 0 and srv.pipeline.upstream_inflight == 0
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert in_flight(srv) == (0, 0, 0, 0)
         again = await query(srv, "udp", "held.example.com")
         lost.cancel()
     assert again.rcode() == dns.rcode.NOERROR and again.answer[0][0].address == "192.0.2.7"
 
 
-async def test_an_opt_record_outside_the_additional_section_is_passed_on(
+async def test_an_opt_record_outside_the_additional_section_is_malformed(
         upstream: FakeUpstream) -> None:
-    """An upstream reply whose answer section holds a record of type OPT (41) and whose
-    additional section is empty: that record is not the reply's EDNS OPT, so it is passed
-    on like any other record; the query is answered and nothing stays in flight."""
+    """An upstream reply whose answer section holds a record of type OPT (41): strict
+    parsers (dnspython among them) reject such a message, so it is a malformed reply,
+    counted as such and never passed on: the client gets SERVFAIL naming the server, and
+    nothing stays in flight."""
     def strange(rx: Received) -> bytes:
         opt_in_answer = b"\x00" + struct.pack("!HHIH", 41, 1232, 0, 0)
         return (struct.pack("!6H", rx.message.id, 0x8180, 1, 1, 0, 0)
@@ -416,13 +416,16 @@ async def test_an_opt_record_outside_the_additional_section_is_passed_on(
     async with running(forwarder_config({"up": [upstream.addr]})) as srv:
         query_wire = dns.message.make_query("odd.example.com", "A").to_wire()
         replies = [await udp_raw(srv.address("udp"), query_wire) for _ in range(2)]
-        inflight = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
-                    srv.udp[0].forwarding)
+        inflight = in_flight(srv)
+        malformed = metrics.REGISTRY.get_sample_value(
+            "forwarder_upstream_errors_total",
+            {"group": "up", "server": upstream.addr, "kind": "malformed"})
     for data in replies:
         assert data is not None and data[:2] == query_wire[:2]
-        _id, flags, _qd, ancount, _ns, _ar = struct.unpack("!6H", data[:12])
-        assert flags & 0xF == dns.rcode.NOERROR and ancount == 1
-    assert inflight == (0, 0, 0)
+        msg = dns.message.from_wire(data)
+        assert msg.rcode() == dns.rcode.SERVFAIL and not msg.answer
+    assert inflight == (0, 0, 0, 0)
+    assert malformed == 4  # both tries (attempts: 2) of each of the two queries
 
 
 async def test_a_bug_while_reading_the_upstream_reply_is_servfail(
@@ -445,8 +448,7 @@ async def test_a_bug_while_reading_the_upstream_reply_is_servfail(
     async with running(forwarder_config({"up": [upstream.addr]})) as srv:
         failed = await query(srv, "udp", "first.example.com", use_edns=0)
         fine = await query(srv, "udp", "second.example.com", use_edns=0)
-        inflight = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
-                    srv.udp[0].forwarding)
+        inflight = in_flight(srv)
     assert failed.rcode() == dns.rcode.SERVFAIL and ede_of(failed) == [(0, "internal error")]
     assert fine.rcode() == dns.rcode.NOERROR
-    assert inflight == (0, 0, 0)
+    assert inflight == (0, 0, 0, 0)

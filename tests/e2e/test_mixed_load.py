@@ -15,7 +15,7 @@ import dns.rcode
 import pytest
 
 from forwarder import metrics
-from tests.conftest import forwarder_config, query, running
+from tests.conftest import forwarder_config, in_flight, query, running
 from tests.fakes import Delay, FakeUpstream, Received, Truncated, reply
 
 # the listeners and upstream transports, on uvloop and on the default loop (its fallback)
@@ -65,10 +65,8 @@ async def test_mixed_outcomes_leave_nothing_in_flight(upstream: FakeUpstream) ->
         asks = [(name, query(srv, transport, name, timeout=5.0))
                 for name in names for transport in ("udp", "udp", "tcp")]
         answers = await asyncio.gather(*(ask for _name, ask in asks))
-        await srv.runtime.cache.wait_idle()
-        left = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
-                [u.forwarding for u in srv.udp], [len(u.tasks) for u in srv.udp],
-                metrics.REGISTRY.get_sample_value("forwarder_inflight_queries"))
+        await srv.runtime.cache.flights.wait_idle()
+        left = (*in_flight(srv), metrics.REGISTRY.get_sample_value("forwarder_inflight_queries"))
         # no fetch was left behind for identical queries to wait on: each name is
         # answered again (from the cache, or the upstream once more)
         again = await asyncio.gather(*(query(srv, "udp", name, timeout=5.0)
@@ -77,7 +75,7 @@ async def test_mixed_outcomes_leave_nothing_in_flight(upstream: FakeUpstream) ->
         assert answer.rcode() == EXPECTED[name.split("-")[0]], name
     for name, answer in zip(names, again, strict=True):
         assert answer.rcode() == EXPECTED[name.split("-")[0]], name
-    assert left == (0, 0, [0], [0], 0.0)
+    assert left == (0, 0, 0, 0, 0.0)
     # identical queries in flight shared upstream queries: fewer than one per client
     assert sum(seen.values()) < len(asks)
 
@@ -124,10 +122,9 @@ async def test_expiring_answers_under_mixed_outcomes_lose_no_query(
             answers = await asyncio.gather(*asks)
             assert all(a.rcode() in (dns.rcode.NOERROR, dns.rcode.SERVFAIL, dns.rcode.NXDOMAIN)
                        for a in answers)
-            await srv.runtime.cache.wait_idle()
+            await srv.runtime.cache.flights.wait_idle()
             now = time.monotonic()
             while int(time.monotonic()) < int(now) + 1:  # entries age a whole second
                 await asyncio.sleep(0.05)
-        left = (srv.pipeline.inflight, srv.pipeline.upstream_inflight,
-                [u.forwarding for u in srv.udp], [len(u.tasks) for u in srv.udp])
-    assert left == (0, 0, [0], [0])
+        left = in_flight(srv)
+    assert left == (0, 0, 0, 0)

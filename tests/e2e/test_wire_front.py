@@ -49,7 +49,7 @@ async def test_repeats_answered_with_own_id_and_counted(upstream: FakeUpstream) 
         assert [a.id for a in answers] == [1000 + i for i in range(6)]
         assert all(a.answer[0][0].address == "192.0.2.1" for a in answers)
         assert len(upstream.received) == 1
-        assert srv.runtime.wire_front  # the repeats were served from the front
+        assert srv.runtime.front  # the repeats were served from the front
         hits = metrics.REGISTRY.get_sample_value("forwarder_cache_hits_total") - hits_before
         assert hits == 5
 
@@ -103,7 +103,7 @@ async def test_front_does_not_survive_a_reload(upstream: FakeUpstream, tmp_path)
 async def test_no_front_when_a_stage_must_see_every_query(upstream: FakeUpstream) -> None:
     cfg = forwarder_config({"up": [upstream.addr]}, rate_limit={"qps": 1000})
     async with running(cfg) as srv:
-        assert srv.runtime.wire_front is None
+        assert srv.runtime.front is None
 
 
 async def test_front_hands_over_at_expiry(upstream: FakeUpstream) -> None:

@@ -43,13 +43,18 @@ def line_for(tmp_path: Path, q: Query, reply: Reply) -> dict[str, Any]:
 
 
 def test_line_carries_the_policy_verdict_action_and_ede(tmp_path: Path) -> None:
-    """The policy stage records its verdict and action on the Query; the line shows them
-    with the final addresses and the upstream's own rcode."""
+    """The policy stage records its verdict and action on the reply it makes; the line
+    shows them with the final addresses, the server and the upstream's own rcode."""
     q = make_query()
-    q.group, q.server, q.upstream_rcode = "r53", "10.0.0.2:53", 0
-    q.verdict, q.action = "violation", "rewrite"
-    line = line_for(tmp_path, q, upstream_reply(q, "10.0.1.15"))
+    q.group = "r53"
+    reply = upstream_reply(q, "10.0.1.15")
+    reply.server = "10.0.0.2:53"
+    reply.upstream = Reply(reply.wire, 0, "upstream", (), "10.0.0.2:53")
+    reply.verdict, reply.action = "violation", "rewrite"
+    line = line_for(tmp_path, q, reply)
     assert line["verdict"] == "violation" and line["action"] == "rewrite"
+    assert (line["group"], line["server"], line["upstream_rcode"]) == \
+        ("r53", "10.0.0.2:53", "NOERROR")
     assert line["answers"] == ["10.0.1.15"]
     assert line["ede"] == [{"code": 4, "text": f"{S3} rewritten by policy p"}]
     assert line["client"] == "192.0.2.10"
@@ -121,8 +126,8 @@ def test_answers_option_records_the_upstream_reply_before_the_policy(tmp_path: P
     what the client got (the rewrite); without it the two fields are not there."""
     q = make_query()
     before = upstream_reply(q, "52.219.1.1")
-    q.upstream_reply = before
     after = upstream_reply(q, "10.0.1.15")
+    after.upstream = before  # the policy's reply remembers the upstream's
     path = tmp_path / "answers.jsonl"
     log = querylog.QueryLog(model.QueryLogSettings(True, str(path), answers=True))
     log.record(q, after, 100.0125)

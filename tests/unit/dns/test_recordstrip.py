@@ -1,6 +1,6 @@
-"""recordstrip: whole records removed from the wire with counts and compression pointers
-fixed (the fast path), the dnslib rebuild when a pointer would dangle, and mutated
-messages that must strip to valid wire or fail cleanly."""
+"""recordstrip: whole records removed from a reply's wire (by its index) with counts and
+compression pointers fixed (the fast path), the dnslib rebuild when a pointer would
+dangle, and mutated messages that must strip to valid wire or fail cleanly."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import struct
 import dns.message
 import pytest
 
-from forwarder.dns import answers, recordstrip
-from tests.unit.dns.test_answers import (
+from forwarder.dns import recordstrip
+from forwarder.dns.reply import read
+from forwarder.errors import FormError
+from tests.unit.dns.test_reply import (
     A_10,
     A_52,
-    ALLOWED,
-    PROTECTED,
+    chain,
     header,
     judge,
     parsed_answer,
@@ -23,6 +24,7 @@ from tests.unit.dns.test_answers import (
     record,
     response,
     texts,
+    w,
     wire_name,
 )
 
@@ -35,14 +37,14 @@ def test_strip_fast_path_mixed_answer(monkeypatch: pytest.MonkeyPatch) -> None:
         answer=[("s3.amazonaws.com.", "A", ("52.219.1.1", "10.0.0.1", "52.219.1.2"))],
         edns=True,
     )
+    index = read(wire)
     verdict = judge(wire)
-    out = recordstrip.strip_records(wire, verdict.violations)
+    out = recordstrip.strip_records(index, verdict.violations)
     msg = dns.message.from_wire(out)
     assert parsed_answer(out) == ["s3.amazonaws.com. A 10.0.0.1"]
-    assert msg.edns == 0
     assert str(msg.question[0].name) == "s3.amazonaws.com."
-    assert len(out) == len(wire) - 32
-    assert answers.judge(answers.scan_response(out), PROTECTED, ALLOWED).ok
+    assert len(out) == len(index.wire) - 32
+    assert not judge(out).violations
 
 
 def test_strip_fast_path_moves_later_pointers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -62,7 +64,7 @@ def test_strip_fast_path_moves_later_pointers(monkeypatch: pytest.MonkeyPatch) -
     )
     verdict = judge(wire)
     assert [a.rtype for a in verdict.violations] == [65]
-    out = recordstrip.strip_records(wire, verdict.violations)
+    out = recordstrip.strip_records(read(wire), verdict.violations)
     msg = dns.message.from_wire(out)
     assert parsed_answer(out) == [
         "svc.amazonaws.com. CNAME vpce-1.svc.vpce.amazonaws.com.",
@@ -86,14 +88,13 @@ def test_strip_whole_https_record_and_additional(monkeypatch: pytest.MonkeyPatch
                     ("ns1.example.net.", "AAAA", ("2001:db8::1",))],
         edns=True,
     )
-    scan = answers.scan_response(wire)
-    verdict = answers.judge(scan, PROTECTED, ALLOWED)
+    verdict = judge(wire)
     assert len(verdict.violations) == 3  # three hints, one record
-    out = recordstrip.strip_records(wire, verdict.violations + scan.additional_addresses)
+    out = recordstrip.strip_records(read(wire), verdict.violations + verdict.additional)
     msg = dns.message.from_wire(out)
     assert parsed_answer(out) == [f"{name} A 10.0.0.5"]
-    assert msg.additional == [] and msg.edns == 0
-    assert struct.unpack("!4H", out[4:12]) == (1, 1, 0, 1)  # OPT is the one additional
+    assert msg.additional == []
+    assert struct.unpack("!4H", out[4:12]) == (1, 1, 0, 0)  # (read took the OPT out)
 
 
 def test_strip_fallback_when_a_pointer_targets_a_removed_record(
@@ -103,9 +104,9 @@ def test_strip_fallback_when_a_pointer_targets_a_removed_record(
     calls: list[int] = []
     real = recordstrip._rebuild
 
-    def spy(wire: bytes, drop: list) -> bytes:  # type: ignore[type-arg]
+    def spy(index: object, drop: list) -> bytes:  # type: ignore[type-arg]
         calls.append(len(drop))
-        return real(wire, drop)
+        return real(index, drop)  # type: ignore[arg-type]
 
     monkeypatch.setattr(recordstrip, "_rebuild", spy)
     q = wire_name("q.example.")
@@ -120,33 +121,28 @@ def test_strip_fallback_when_a_pointer_targets_a_removed_record(
         + record(pointer(12), 16, b"\x04kept")
         + record(b"\x00", 41, b"")  # OPT
     )
-    scan = answers.scan_response(wire)
-    assert [a.owner for a in scan.addresses] == ["x.amazonaws.com", "x.amazonaws.com",
-                                                 "amazonaws.com"]
-    out = recordstrip.strip_records(wire, [scan.addresses[0]])
+    index = read(wire)
+    addresses = index.addresses()
+    assert [a.owner for a in addresses] == [w("x.amazonaws.com"), w("x.amazonaws.com"),
+                                            w("amazonaws.com")]
+    out = recordstrip.strip_records(index, [addresses[0]])
     assert calls == [1]
-    msg = dns.message.from_wire(out)
     assert parsed_answer(out) == [
         "x.amazonaws.com. A 10.0.0.1",
         'amazonaws.com. HTTPS 1 . ipv4hint="52.219.1.1"',
         'q.example. TXT "kept"',
     ]
-    assert msg.edns == 0
-    again = answers.scan_response(out)
-    assert texts(again.addresses) == ["10.0.0.1", "52.219.1.1"]
+    assert texts(read(out).addresses()) == ["10.0.0.1", "52.219.1.1"]
 
 
 def test_strip_nothing_and_foreign_addresses() -> None:
-    """No addresses: the same wire; an address from another message: ScanError."""
+    """No addresses: the same wire; an address from another message: FormError."""
     wire = response("a.example.", answer=[("a.example.", "A", ("10.0.0.1",))])
-    assert recordstrip.strip_records(wire, []) is wire
-    other = answers.scan_response(
-        response("bb.example.", answer=[("bb.example.", "A", ("10.0.0.1", "10.0.0.2"))])
-    )
-    with pytest.raises(answers.ScanError, match="no record"):
-        recordstrip.strip_records(wire, [other.addresses[1]])
-    with pytest.raises(answers.ScanError):
-        recordstrip.strip_records(wire[:-1], answers.scan_response(wire).addresses)
+    index = read(wire)
+    assert recordstrip.strip_records(index, []) is index.wire
+    other = read(response("bb.example.", answer=[("bb.example.", "A", ("10.0.0.1", "10.0.0.2"))]))
+    with pytest.raises(FormError, match="no record"):
+        recordstrip.strip_records(index, [other.addresses()[1]])
 
 
 def test_strip_every_address_leaves_a_valid_message() -> None:
@@ -158,21 +154,21 @@ def test_strip_every_address_leaves_a_valid_message() -> None:
             ("bucket.s3.amazonaws.com.", "A", ("52.219.1.1", "52.219.1.2")),
         ],
     )
-    scan = answers.scan_response(wire)
-    out = recordstrip.strip_records(wire, scan.addresses)
+    index = read(wire)
+    out = recordstrip.strip_records(index, index.addresses())
     assert parsed_answer(out) == ["files.corp.example. CNAME bucket.s3.amazonaws.com."]
-    assert answers.scan_response(out).chain == scan.chain
+    assert chain(read(out)) == chain(index)
 
 
-def _no_rebuild(wire: bytes, drop: list) -> bytes:  # type: ignore[type-arg]
+def _no_rebuild(index: object, drop: list) -> bytes:  # type: ignore[type-arg]
     raise AssertionError("the fast path should not need a rebuild")
 
 
-def test_mutated_messages_scan_or_fail_cleanly_and_strip_to_valid_wire() -> None:
-    """Random byte flips: ScanError or a scan; a stripped message dnspython can read.
+def test_mutated_messages_read_or_fail_cleanly_and_strip_to_valid_wire() -> None:
+    """Random byte flips: FormError or an index; a stripped message dnspython can read.
 
-    Whenever dnspython reads the mutated input, the output of strip_records (fast path
-    or dnslib rebuild) must read too and hold exactly the input's records minus the
+    Whatever `read` accepts, dnspython reads too; the output of strip_records (fast path
+    or dnslib rebuild) must read as well and hold exactly the input's records minus the
     removed ones.
     """
     import collections
@@ -208,23 +204,20 @@ def test_mutated_messages_scan_or_fail_cleanly_and_strip_to_valid_wire() -> None
         for _ in range(rng.randint(1, 3)):
             wire[rng.randrange(len(wire))] = rng.randrange(256)
         try:
-            scan = answers.scan_response(bytes(wire))
-        except answers.ScanError:
+            index = read(bytes(wire))
+        except FormError:
             continue
-        try:
-            before = dns.message.from_wire(bytes(wire))
-        except Exception:
-            continue
+        before = dns.message.from_wire(index.wire)  # what read accepts, dnspython reads
         if len(before.question) != 1 or any(rrset.rdtype in (24, 30) for rrset in before.authority):
             continue  # SIG/NXT: dnspython leaves their names compressed, we do not
-        drop = [a for a in scan.addresses + scan.additional_addresses if rng.random() < 0.6]
+        drop = [a for a in index.addresses() + index.addresses(3) if rng.random() < 0.6]
         try:
-            out = recordstrip.strip_records(bytes(wire), drop)
-        except answers.ScanError:
+            out = recordstrip.strip_records(index, drop)
+        except FormError:
             continue  # dnslib could not rebuild a mangled message: refused, not corrupted
         after = dns.message.from_wire(out)
         gone = records(before) - records(after)
         assert not records(after) - records(before)
-        assert sum(gone.values()) == len({a.offset for a in drop})
+        assert sum(gone.values()) == len({a.start for a in drop})
         checked += 1
     assert checked > 100

@@ -24,6 +24,7 @@ from forwarder import config as config_mod
 from forwarder import metrics, runtime
 from forwarder.config import model
 from forwarder.dns import wire
+from forwarder.dns.reply import read as read_reply
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
 from forwarder.stages.cache import Cache, build
@@ -71,7 +72,7 @@ def upstream_reply(q: Query, *records: str, rcode: int = 0, ttl: int = 300,
                      authority=authority)
     if tc:
         msg.flags |= dns.flags.TC
-    parsed = wire.strip_opt(msg.to_wire())
+    parsed = read_reply(msg.to_wire())
     return Reply(parsed.wire, parsed.rcode, by, ede or parsed.ede)
 
 
@@ -127,7 +128,7 @@ def test_each_rrset_ages_and_entry_expires_with_smallest_ttl() -> None:
     msg = fake_reply(dns.message.from_wire(q.wire), "CNAME web.example.net.", ttl=300)
     target = fake_reply(dns.message.from_wire(q.wire), "web.example.net. A 192.0.2.7", ttl=60)
     msg.answer.extend(target.answer)
-    parsed = wire.strip_opt(msg.to_wire())
+    parsed = read_reply(msg.to_wire())
     cache.put(q, Reply(parsed.wire, parsed.rcode, "upstream"))
 
     clock.now += 30
@@ -454,7 +455,7 @@ async def test_concurrent_identical_queries_share_one_fetch() -> None:
     release, calls = asyncio.Event(), []
     fetch = fetcher(cache, q, [upstream_reply(q, "A 192.0.2.1")], release, calls)
     coalesced = sample("forwarder_cache_coalesced_total")
-    waiting = [asyncio.ensure_future(cache.coalesce(ask(cfg, "www.example.com"), fetch))
+    waiting = [asyncio.ensure_future(cache.flights.share(ask(cfg, "www.example.com"), fetch))
                for _ in range(20)]
     await asyncio.sleep(0)
     release.set()
@@ -470,8 +471,8 @@ async def test_cancelled_waiter_does_not_cancel_the_shared_fetch() -> None:
     q = ask(cfg, "www.example.com")
     release, calls = asyncio.Event(), []
     fetch = fetcher(cache, q, [upstream_reply(q, "A 192.0.2.1")], release, calls)
-    leader = asyncio.ensure_future(cache.coalesce(q, fetch))
-    follower = asyncio.ensure_future(cache.coalesce(ask(cfg, "www.example.com"), fetch))
+    leader = asyncio.ensure_future(cache.flights.share(q, fetch))
+    follower = asyncio.ensure_future(cache.flights.share(ask(cfg, "www.example.com"), fetch))
     await asyncio.sleep(0)
     leader.cancel()
     release.set()
@@ -487,7 +488,7 @@ async def test_fetch_error_reaches_every_waiter() -> None:
         await asyncio.sleep(0)
         raise UpstreamError(wire.Ede.NO_REACHABLE_AUTHORITY, "no upstream in group g answered")
 
-    results = await asyncio.gather(cache.coalesce(q, fail), cache.coalesce(q, fail),
+    results = await asyncio.gather(cache.flights.share(q, fail), cache.flights.share(q, fail),
                                    return_exceptions=True)
     assert all(isinstance(r, UpstreamError) for r in results)
 
@@ -502,11 +503,11 @@ async def test_slow_fetch_answers_stale_after_client_timeout_then_refreshes() ->
     release, calls = asyncio.Event(), []
     fetch = fetcher(cache, q, [upstream_reply(q, "A 192.0.2.2")], release, calls)
 
-    reply = await cache.coalesce(q, fetch)
+    reply = await cache.flights.share(q, fetch)
     assert reply.answered_by == "stale"
     assert str(seen(q, reply).answer[0][0]) == "192.0.2.1"
     release.set()
-    await cache.wait_idle()
+    await cache.flights.wait_idle()
     fresh = cache.get(q)
     assert fresh is not None and str(seen(q, fresh).answer[0][0]) == "192.0.2.2"
 
@@ -524,7 +525,7 @@ async def test_failed_refresh_serves_stale_at_once_for_the_recheck_period() -> N
         raise UpstreamError(wire.Ede.NETWORK_ERROR, "no upstream in group g answered")
 
     with pytest.raises(UpstreamError):
-        await cache.coalesce(q, fail)
+        await cache.flights.share(q, fail)
     assert cache.stale(q) is not None  # what the pipeline's error boundary asks
     again = cache.get(q)
     assert again is not None and again.answered_by == "stale"
@@ -543,7 +544,7 @@ async def test_upstream_servfail_is_replaced_by_stale_answer() -> None:
         cache.put(q, servfail)
         return servfail
 
-    reply = await cache.coalesce(q, fetch)
+    reply = await cache.flights.share(q, fetch)
     assert reply.answered_by == "stale" and reply.rcode == 0
 
 
@@ -557,7 +558,7 @@ async def test_policy_servfail_is_not_replaced_by_stale_answer() -> None:
     async def fetch() -> Reply:
         return blocked
 
-    assert await cache.coalesce(q, fetch) is blocked
+    assert await cache.flights.share(q, fetch) is blocked
 
 
 async def test_prefetch_refreshes_a_popular_entry_before_it_expires() -> None:
@@ -571,12 +572,12 @@ async def test_prefetch_refreshes_a_popular_entry_before_it_expires() -> None:
     assert cache.get(q) is None  # left to coalesce(), which answers and refreshes
     release, calls = asyncio.Event(), []
     fetch = fetcher(cache, q, [upstream_reply(q, "A 192.0.2.2", ttl=100)], release, calls)
-    reply = await cache.coalesce(q, fetch)
+    reply = await cache.flights.share(q, fetch)
     assert reply.answered_by == "cache" and ttls(q, reply) == [5]
     assert str(seen(q, reply).answer[0][0]) == "192.0.2.1"
     assert cache.get(q) is not None  # the refresh is in flight: plain hits meanwhile
     release.set()
-    await cache.wait_idle()
+    await cache.flights.wait_idle()
     assert calls == [1]
     refreshed = cache.get(q)
     assert refreshed is not None and ttls(q, refreshed) == [100]
@@ -599,8 +600,8 @@ async def test_close_cancels_background_refresh() -> None:
     clock.now += 61
     release, calls = asyncio.Event(), []
     fetch = fetcher(cache, q, [upstream_reply(q, "A 192.0.2.2")], release, calls)
-    assert (await cache.coalesce(q, fetch)).answered_by == "stale"
-    background = [p.task for p in cache._inflight.values()]
+    assert (await cache.flights.share(q, fetch)).answered_by == "stale"
+    background = [f.task for f in cache.flights._flights.values()]
     assert len(background) == 1
     cache.close()
     await asyncio.gather(*background, return_exceptions=True)

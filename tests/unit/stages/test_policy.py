@@ -18,11 +18,12 @@ import pytest
 
 from forwarder import metrics
 from forwarder.config import model
-from forwarder.dns import answers, wire
+from forwarder.dns.reply import read as read_reply
 from forwarder.errors import UpstreamError
 from forwarder.query import Query, Reply
 from forwarder.stages import policy as policy_mod
-from forwarder.stages.policy import AnswerPolicy, substitute
+from forwarder.stages.policy import AnswerPolicy
+from forwarder.stages.policy.actions import substitute
 from tests.fakes import reply as fake_reply
 
 S3 = "s3.ap-northeast-1.amazonaws.com"
@@ -80,11 +81,6 @@ class FakeGroup:
         return await self.ask(q.question, q.qname, q.qtype, q.qclass, q.flags, q.do, q)
 
 
-class FakeRuntime:
-    def __init__(self, *groups: FakeGroup) -> None:
-        self.groups = {g.name: g for g in groups}
-
-
 def make_policy(**fields: Any) -> AnswerPolicy:
     fields.setdefault("name", "private-only")
     return AnswerPolicy(model.Policy(**fields))
@@ -93,7 +89,8 @@ def make_policy(**fields: Any) -> AnswerPolicy:
 async def run(policy: AnswerPolicy, q: Query, upstream: Reply,
               *others: FakeGroup, group: FakeGroup | None = None) -> Reply:
     group = group or FakeGroup("r53-inbound")
-    return await policy.apply(q, upstream, group, FakeRuntime(group, *others))  # type: ignore[arg-type]
+    return await policy.apply(q, upstream, group,  # type: ignore[arg-type]
+                              {g.name: g for g in (group, *others)})
 
 
 def client_view(q: Query, reply: Reply) -> dns.message.Message:
@@ -134,8 +131,9 @@ async def test_not_protected_answer_passes_untouched_and_uncounted() -> None:
     q = client_query("www.example.com", trace=True)
     upstream = upstream_answer("www.example.com", "A", "A 93.184.216.34")
     before = verdicts("pass")
-    assert await run(p, q, upstream) is upstream
-    assert (q.verdict, q.action) == ("not_protected", None)
+    out = await run(p, q, upstream)
+    assert out is upstream
+    assert (out.verdict, out.action) == ("not_protected", None)
     assert verdicts("pass") == before
     assert q.trace and "not judged" in q.trace[-1]
 
@@ -145,8 +143,9 @@ async def test_label_that_only_looks_protected_is_not_judged() -> None:
     p = make_policy()
     q = client_query("aws.example.com")
     upstream = upstream_answer("aws.example.com", "A", "A 93.184.216.34")
-    assert await run(p, q, upstream) is upstream
-    assert q.verdict == "not_protected"
+    out = await run(p, q, upstream)
+    assert out is upstream
+    assert out.verdict == "not_protected"
 
 
 async def test_mixed_case_protected_name_is_judged() -> None:
@@ -155,7 +154,7 @@ async def test_mixed_case_protected_name_is_judged() -> None:
     q = client_query("S3.AP-Northeast-1.AmazonAWS.COM")
     upstream = upstream_answer("S3.AP-Northeast-1.AmazonAWS.COM", "A", "A 52.219.150.28")
     out = await run(p, q, upstream)
-    assert out.rcode == dns.rcode.SERVFAIL and q.verdict == "violation"
+    assert out.rcode == dns.rcode.SERVFAIL and out.verdict == "violation"
 
 
 async def test_protected_private_answer_passes_and_is_counted() -> None:
@@ -163,8 +162,9 @@ async def test_protected_private_answer_passes_and_is_counted() -> None:
     q = client_query(S3, trace=True)
     upstream = upstream_answer(S3, "A", "A 10.0.1.15", "A 10.0.2.15")
     before = verdicts("pass")
-    assert await run(p, q, upstream) is upstream
-    assert (q.verdict, q.action) == ("pass", "pass")
+    out = await run(p, q, upstream)
+    assert out is upstream
+    assert (out.verdict, out.action) == ("pass", "pass")
     assert verdicts("pass") == before + 1
     [step] = q.trace or []
     assert re.fullmatch(rf"policy private-only: {re.escape(S3)} is protected; "
@@ -182,8 +182,9 @@ async def test_endpoint_specific_names_answering_private_pass(name: str) -> None
     p = make_policy()
     q = client_query(name)
     upstream = upstream_answer(name, "A", "A 10.0.1.5")
-    assert await run(p, q, upstream) is upstream
-    assert q.verdict == "pass"
+    out = await run(p, q, upstream)
+    assert out is upstream
+    assert out.verdict == "pass"
 
 
 async def test_root_suffix_protects_every_name() -> None:
@@ -191,7 +192,7 @@ async def test_root_suffix_protects_every_name() -> None:
     p = make_policy(protected=(".",))
     q = client_query("www.example.com")
     out = await run(p, q, upstream_answer("www.example.com", "A", "A 93.184.216.34"))
-    assert out.rcode == dns.rcode.SERVFAIL and q.verdict == "violation"
+    assert out.rcode == dns.rcode.SERVFAIL and out.verdict == "violation"
 
 
 @pytest.mark.parametrize(("qtype", "record", "violation"), [
@@ -211,7 +212,7 @@ async def test_classification_ipv6_mapped_nat64_and_https_hints(
     p = make_policy()
     q = client_query(S3, qtype)
     out = await run(p, q, upstream_answer(S3, qtype, record))
-    assert q.verdict == ("violation" if violation else "pass")
+    assert out.verdict == ("violation" if violation else "pass")
     assert out.rcode == (dns.rcode.SERVFAIL if violation else dns.rcode.NOERROR)
 
 
@@ -223,18 +224,18 @@ async def test_operator_ipv6_vpc_range_and_public_range_are_allowed() -> None:
                                    ("A", "A 203.0.113.7", "pass"),
                                    ("A", "A 10.0.0.1", "violation")]:
         q = client_query(S3, qtype)
-        await run(p, q, upstream_answer(S3, qtype, record))
-        assert q.verdict == verdict, record
+        out = await run(p, q, upstream_answer(S3, qtype, record))
+        assert out.verdict == verdict, record
 
 
 async def test_operator_protected_suffixes_replace_the_defaults() -> None:
     p = make_policy(protected=("privatelink.example.net",))
     q = client_query("svc.privatelink.example.net")
-    await run(p, q, upstream_answer("svc.privatelink.example.net", "A", "A 198.51.100.1"))
-    assert q.verdict == "violation"
+    out = await run(p, q, upstream_answer("svc.privatelink.example.net", "A", "A 198.51.100.1"))
+    assert out.verdict == "violation"
     q = client_query(S3)
-    await run(p, q, upstream_answer(S3, "A", "A 52.219.150.28"))
-    assert q.verdict == "not_protected"
+    out = await run(p, q, upstream_answer(S3, "A", "A 52.219.150.28"))
+    assert out.verdict == "not_protected"
 
 
 @pytest.mark.parametrize("chain", [
@@ -261,9 +262,9 @@ async def test_chain_leaving_protected_suffix_is_judged() -> None:
     """A protected query name CNAMEd to a CDN name with a public address is a violation."""
     p = make_policy()
     q = client_query(S3)
-    await run(p, q, upstream_answer(S3, "A", f"{S3}. CNAME d1.cloudfront.example.",
+    out = await run(p, q, upstream_answer(S3, "A", f"{S3}. CNAME d1.cloudfront.example.",
                                     "d1.cloudfront.example. A 13.32.0.1"))
-    assert q.verdict == "violation"
+    assert out.verdict == "violation"
 
 
 # --- blocking actions ------------------------------------------------------------------------
@@ -278,14 +279,15 @@ async def test_servfail_is_the_default_with_ede_15() -> None:
     assert msg.rcode() == dns.rcode.SERVFAIL and msg.answer == []
     assert out.answered_by == "policy"
     assert ede(msg) == [(15, f"{BLOCKED_TEXT}; answered SERVFAIL")]
-    assert (q.verdict, q.action) == ("violation", "servfail")
+    assert (out.verdict, out.action) == ("violation", "servfail")
     assert verdicts("servfail") == before + 1
 
 
 async def test_refuse() -> None:
     p = make_policy(on_violation=model.Violation.REFUSE)
     q = client_query(S3)
-    msg = client_view(q, await run(p, q, PUBLIC_S3))
+    out = await run(p, q, PUBLIC_S3)
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.REFUSED
     assert ede(msg) == [(15, f"{BLOCKED_TEXT}; answered REFUSED")]
 
@@ -298,7 +300,8 @@ async def test_negative_answers_carry_soa_with_policy_ttl(action: model.Violatio
                                                           shown: str) -> None:
     p = make_policy(on_violation=action, ttl=45)
     q = client_query(S3)
-    msg = client_view(q, await run(p, q, PUBLIC_S3))
+    out = await run(p, q, PUBLIC_S3)
+    msg = client_view(q, out)
     assert msg.rcode() == rcode and msg.answer == []
     assert records(msg, "authority") == [
         "amazonaws.com 45 SOA forwarder.invalid. hostmaster.forwarder.invalid. 1 3600 600 "
@@ -313,14 +316,16 @@ async def test_negative_answer_for_a_cname_question_uses_the_rule_zone() -> None
     q = client_query("files.corp.example", rule=CORP_RULE)
     upstream = upstream_answer("files.corp.example", "A", f"files.corp.example. CNAME {BUCKET}.",
                                f"{BUCKET}. A 52.219.150.28")
-    msg = client_view(q, await run(p, q, upstream))
+    out = await run(p, q, upstream)
+    msg = client_view(q, out)
     assert records(msg, "authority")[0].startswith("corp.example 30 SOA ")
 
 
 async def test_default_synthesised_ttl_is_30() -> None:
     p = make_policy(on_violation=model.Violation.NODATA)
     q = client_query(S3)
-    msg = client_view(q, await run(p, q, PUBLIC_S3))
+    out = await run(p, q, PUBLIC_S3)
+    msg = client_view(q, out)
     assert msg.authority[0].ttl == 30 and msg.authority[0][0].minimum == 30
 
 
@@ -332,7 +337,8 @@ async def test_strip_keeps_allowed_addresses() -> None:
     q = client_query(S3)
     upstream = upstream_answer(S3, "A", "A 52.219.150.28", "A 10.0.1.15", "A 52.219.150.29")
     before = verdicts("strip")
-    msg = client_view(q, await run(p, q, upstream))
+    out = await run(p, q, upstream)
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.NOERROR
     assert records(msg) == [f"{S3} 300 A 10.0.1.15"]  # upstream TTL kept
     [(code, text)] = ede(msg)
@@ -350,7 +356,8 @@ async def test_strip_keeps_the_chain_and_drops_additional_addresses() -> None:
         "files.corp.example", "A", f"files.corp.example. CNAME {BUCKET}.",
         f"{BUCKET}. A 52.219.150.28", f"{BUCKET}. A 10.0.1.15",
         additional=("ns1.amazonaws.com. A 10.0.0.2",))
-    msg = client_view(q, await run(p, q, upstream))
+    out = await run(p, q, upstream)
+    msg = client_view(q, out)
     assert records(msg) == sorted([f"files.corp.example 300 CNAME {BUCKET}.",
                             f"{BUCKET} 300 A 10.0.1.15"])
     assert msg.additional == []
@@ -360,7 +367,8 @@ async def test_strip_with_nothing_left_is_nodata() -> None:
     p = make_policy(on_violation=model.Violation.STRIP)
     q = client_query(S3, "HTTPS")
     upstream = upstream_answer(S3, "HTTPS", "HTTPS 1 . alpn=h2 ipv4hint=52.219.1.1,10.0.0.1")
-    msg = client_view(q, await run(p, q, upstream))
+    out = await run(p, q, upstream)
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.NOERROR and msg.answer == []
     assert records(msg, "authority")[0].startswith("amazonaws.com 30 SOA ")
     assert ede(msg)[0][1].endswith("; stripped 1 record, no address left: answered NODATA")
@@ -385,7 +393,7 @@ async def test_rewrite_exact_key() -> None:
     assert records(msg) == sorted([f"{S3} 30 A 10.0.1.15", f"{S3} 30 A 10.0.2.15"])
     assert ede(msg) == [(4, f"{BLOCKED_TEXT}; rewritten to 10.0.1.15, 10.0.2.15 "
                             f"(rewrite key {S3})")]
-    assert q.action == "rewrite" and verdicts("rewrite") == before + 1
+    assert out.action == "rewrite" and verdicts("rewrite") == before + 1
 
 
 @pytest.mark.parametrize(("name", "expected"), [
@@ -397,14 +405,16 @@ async def test_rewrite_exact_key() -> None:
 async def test_rewrite_wildcard_keys(name: str, expected: str) -> None:
     p = make_policy(on_violation=model.Violation.REWRITE, rewrite=REWRITES, ttl=12)
     q = client_query(name)
-    msg = client_view(q, await run(p, q, upstream_answer(name, "A", "A 52.219.150.28")))
+    out = await run(p, q, upstream_answer(name, "A", "A 52.219.150.28"))
+    msg = client_view(q, out)
     assert records(msg) == [f"{name} 12 A {expected}"]
 
 
 async def test_rewrite_aaaa_without_configured_addresses_is_nodata() -> None:
     p = make_policy(on_violation=model.Violation.REWRITE, rewrite=REWRITES)
     q = client_query(S3, "AAAA")
-    msg = client_view(q, await run(p, q, upstream_answer(S3, "AAAA", "AAAA 2600:1f18::1")))
+    out = await run(p, q, upstream_answer(S3, "AAAA", "AAAA 2600:1f18::1"))
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.NOERROR and msg.answer == []
     assert records(msg, "authority")[0].startswith("amazonaws.com 30 SOA ")
     assert ede(msg)[0] == (4, (
@@ -412,7 +422,8 @@ async def test_rewrite_aaaa_without_configured_addresses_is_nodata() -> None:
         f"private-only (allowed: {ALLOWED_TEXT}); rewritten to NODATA: rewrite key {S3} "
         "has no AAAA addresses"))
     q = client_query(BUCKET, "AAAA")
-    msg = client_view(q, await run(p, q, upstream_answer(BUCKET, "AAAA", "AAAA 2600:1f18::1")))
+    out = await run(p, q, upstream_answer(BUCKET, "AAAA", "AAAA 2600:1f18::1"))
+    msg = client_view(q, out)
     assert records(msg) == [f"{BUCKET} 30 AAAA fd00::16"]
 
 
@@ -431,7 +442,8 @@ async def test_rewrite_keeps_the_cname_chain_up_to_the_key() -> None:
     upstream = upstream_answer("files.corp.example", "A", f"files.corp.example. CNAME {BUCKET}.",
                                f"{BUCKET}. CNAME s3-r-w.ap-northeast-1.amazonaws.com.",
                                "s3-r-w.ap-northeast-1.amazonaws.com. A 52.219.150.28")
-    msg = client_view(q, await run(p, q, upstream))
+    out = await run(p, q, upstream)
+    msg = client_view(q, out)
     assert records(msg) == sorted([f"files.corp.example 30 CNAME {BUCKET}.",
                             f"{BUCKET} 30 A 10.0.1.16"])
 
@@ -440,12 +452,13 @@ async def test_rewrite_without_matching_key_applies_then() -> None:
     p = make_policy(on_violation=model.Violation.REWRITE, rewrite=REWRITES,
                     then=model.Violation.NXDOMAIN)
     q = client_query("ssm.ap-northeast-1.amazonaws.com")
-    msg = client_view(q, await run(p, q, upstream_answer(
-        "ssm.ap-northeast-1.amazonaws.com", "A", "A 52.119.1.1")))
+    out = await run(p, q, upstream_answer("ssm.ap-northeast-1.amazonaws.com", "A",
+                                          "A 52.119.1.1"))
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.NXDOMAIN
     assert ede(msg)[0][1].endswith(
         "; no rewrite key matches ssm.ap-northeast-1.amazonaws.com; answered NXDOMAIN")
-    assert q.action == "nxdomain"
+    assert out.action == "nxdomain"
 
 
 # --- rewrite_cname ---------------------------------------------------------------------------
@@ -483,14 +496,15 @@ async def test_rewrite_cname_answers_target_through_same_group() -> None:
         f"public address 52.219.150.28 for {BUCKET} from group r53-inbound violates policy "
         f"private-only (allowed: {ALLOWED_TEXT}); rewritten to CNAME {target} "
         f"(rewrite key *.{S3})"))]
-    assert q.action == "rewrite_cname" and verdicts("rewrite_cname") == before + 1
+    assert out.action == "rewrite_cname" and verdicts("rewrite_cname") == before + 1
 
 
 async def test_rewrite_cname_target_public_or_failing_applies_then() -> None:
     p = make_policy(on_violation=model.Violation.REWRITE_CNAME, rewrite=CNAME_REWRITES)
     group = FakeGroup("r53-inbound", {(VPCE, "A"): upstream_answer(VPCE, "A", "A 3.3.3.3")})
     q = client_query(S3)
-    msg = client_view(q, await run(p, q, PUBLIC_S3, group=group))
+    out = await run(p, q, PUBLIC_S3, group=group)
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.SERVFAIL
     assert ede(msg)[0] == (15, (
         f"{BLOCKED_TEXT}; rewrite_cname target {VPCE}: it resolved to public address "
@@ -508,9 +522,10 @@ async def test_rewrite_cname_then_rewrite_to_addresses() -> None:
     p = make_policy(on_violation=model.Violation.REWRITE_CNAME, rewrite=rewrite,
                     then=model.Violation.REWRITE)
     q = client_query(S3)
-    msg = client_view(q, await run(p, q, PUBLIC_S3))
+    out = await run(p, q, PUBLIC_S3)
+    msg = client_view(q, out)
     assert records(msg) == [f"{S3} 30 A 10.0.1.15"]
-    assert ede(msg)[0][0] == 4 and q.action == "rewrite"
+    assert ede(msg)[0][0] == 4 and out.action == "rewrite"
 
 
 # --- fallback --------------------------------------------------------------------------------
@@ -527,8 +542,8 @@ async def test_fallback_answer_that_passes_is_used() -> None:
     msg = client_view(q, out)
     assert records(msg) == [f"{S3} 300 A 10.0.1.15"] and msg.additional == []
     assert ede(msg) == []
-    assert (out.answered_by, out.server, q.server) == ("policy", "10.20.0.10:53", "10.20.0.10:53")
-    assert (q.verdict, q.action) == ("violation", "fallback")
+    assert (out.answered_by, out.server) == ("policy", "10.20.0.10:53")
+    assert (out.verdict, out.action) == ("violation", "fallback")
     assert verdicts("fallback") == before + 1
     assert any("asking fallback group shared" in step for step in q.trace or ())
 
@@ -544,7 +559,8 @@ async def test_fallback_that_violates_or_fails_applies_then(
     shared = FakeGroup("shared", {(S3, "A"): fallback_answer})
     q = client_query(S3)
     before = verdicts("refuse")
-    msg = client_view(q, await run(p, q, PUBLIC_S3, shared))
+    out = await run(p, q, PUBLIC_S3, shared)
+    msg = client_view(q, out)
     assert msg.rcode() == dns.rcode.REFUSED
     text = ede(msg)[0][1]
     assert text.startswith(BLOCKED_TEXT) and text.endswith("; answered REFUSED")
@@ -552,7 +568,7 @@ async def test_fallback_that_violates_or_fails_applies_then(
         assert "; fallback group shared answered public address 52.219.150.99 too;" in text
     else:
         assert "; fallback group shared failed: no upstream in group shared answered" in text
-    assert q.action == "refuse" and verdicts("refuse") == before + 1
+    assert out.action == "refuse" and verdicts("refuse") == before + 1
 
 
 async def test_fallback_then_strip_strips_the_fallback_answer() -> None:
@@ -561,7 +577,8 @@ async def test_fallback_then_strip_strips_the_fallback_answer() -> None:
     shared = FakeGroup("shared", {(S3, "A"): upstream_answer(S3, "A", "A 52.219.150.99",
                                                              "A 10.0.1.15")})
     q = client_query(S3)
-    msg = client_view(q, await run(p, q, PUBLIC_S3, shared))
+    out = await run(p, q, PUBLIC_S3, shared)
+    msg = client_view(q, out)
     assert records(msg) == [f"{S3} 300 A 10.0.1.15"]
 
 
@@ -574,8 +591,9 @@ async def test_on_violation_monitor_passes_unchanged_and_logs(
     q = client_query(S3)
     before = verdicts("monitor")
     with caplog.at_level(logging.WARNING, logger="forwarder.policy"):
-        assert await run(p, q, PUBLIC_S3) is PUBLIC_S3
-    assert (q.verdict, q.action) == ("violation", "monitor")
+        out = await run(p, q, PUBLIC_S3)
+        assert out is PUBLIC_S3
+    assert (out.verdict, out.action) == ("violation", "monitor")
     assert verdicts("monitor") == before + 1
     [line] = [r for r in caplog.records if r.name == "forwarder.policy"]
     assert line.getMessage() == (
@@ -594,9 +612,10 @@ async def test_mode_monitor_dry_runs_every_action(action: model.Violation) -> No
     shared = FakeGroup("shared")
     q = client_query(S3)
     before = verdicts(action.value, "monitor")
-    assert await run(p, q, PUBLIC_S3, shared) is PUBLIC_S3
+    out = await run(p, q, PUBLIC_S3, shared)
+    assert out is PUBLIC_S3
     assert shared.asked == []
-    assert (q.verdict, q.action) == ("violation", action.value)
+    assert (out.verdict, out.action) == ("violation", action.value)
     assert verdicts(action.value, "monitor") == before + 1
 
 
@@ -604,8 +623,9 @@ async def test_mode_monitor_keeps_additional_addresses() -> None:
     p = make_policy(mode=model.PolicyMode.MONITOR)
     q = client_query(S3)
     upstream = upstream_answer(S3, "A", "A 10.0.1.15", additional=("ns.amazonaws.com. A 1.1.1.1",))
-    assert await run(p, q, upstream) is upstream
-    assert q.verdict == "pass"
+    out = await run(p, q, upstream)
+    assert out is upstream
+    assert out.verdict == "pass"
 
 
 # --- additional section, malformed answers, text limits --------------------------------------
@@ -621,7 +641,7 @@ async def test_additional_addresses_are_stripped_for_protected_names() -> None:
     msg = client_view(q, out)
     assert records(msg) == [f"{S3} 300 MX 10 mx.amazonaws.com."]
     assert msg.additional == [] and ede(msg) == []
-    assert out.answered_by == "upstream" and q.verdict == "pass"
+    assert out.answered_by == "upstream" and out.verdict == "pass"
 
 
 async def test_additional_addresses_kept_for_unprotected_names() -> None:
@@ -629,7 +649,8 @@ async def test_additional_addresses_kept_for_unprotected_names() -> None:
     q = client_query("example.com", "MX")
     upstream = upstream_answer("example.com", "MX", "MX 10 mx.example.com.",
                                additional=("mx.example.com. A 93.184.216.34",))
-    assert await run(p, q, upstream) is upstream
+    out = await run(p, q, upstream)
+    assert out is upstream
 
 
 async def test_unreadable_answer_fails_closed() -> None:
@@ -663,7 +684,7 @@ def test_build_compiles_every_policy() -> None:
     policies = policy_mod.build(cfg)
     assert sorted(policies) == ["a", "b"]
     assert policies["b"].monitor_only and not policies["a"].monitor_only
-    assert answers.is_under(S3, policies["a"].protected)
+    assert policies["a"].protects(S3)
 
 
 @pytest.mark.parametrize(("name", "qtype", "records", "additional"), [
@@ -680,21 +701,20 @@ def test_build_compiles_every_policy() -> None:
 ])
 async def test_quick_judgement_agrees_with_the_full_scan(
         name: str, qtype: str, records: tuple[str, ...], additional: tuple[str, ...]) -> None:
-    """An upstream reply carries the records its OPT strip walked; the policy then judges
-    the common shapes from them without scanning. What the client gets, the verdict and
-    the counted action must be the same as for the same answer judged by a full scan."""
+    """An upstream reply carries its index; the policy judges the common shapes (a `plain`
+    index) without building the answer's names and addresses. What the client gets, the
+    verdict and the counted action must be the same as for the same answer judged in full
+    (which `forwarder explain`'s tracing forces)."""
     outcomes = []
     answer = upstream_answer(name, qtype, *records, additional=additional)
-    for walked in (False, True):
+    indexed = Reply(answer.wire, 0, "upstream", (), answer.server, read_reply(answer.wire))
+    for traced in (False, True):
         pol = make_policy(on_violation=model.Violation.NXDOMAIN)
-        q = client_query(name, qtype)
-        upstream = answer
-        if walked:
-            upstream = Reply(answer.wire, 0, "upstream", (), answer.server,
-                             wire.walk_records(answer.wire)[0])
+        q = client_query(name, qtype, trace=traced)
+        upstream = indexed
         metrics.PENDING.flush()  # what was counted before this answer
-        out = await pol.apply(q, upstream, FakeGroup("r53-inbound"), None)  # type: ignore[arg-type]
+        out = await pol.apply(q, upstream, FakeGroup("r53-inbound"), {})  # type: ignore[arg-type]
         counted = dict(metrics.policy_verdict_counts.counts)
-        outcomes.append((out.wire[2:], out.rcode, out.ede, q.verdict, q.action, counted))
+        outcomes.append((out.wire[2:], out.rcode, out.ede, out.verdict, out.action, counted))
     assert outcomes[0] == outcomes[1]
     assert outcomes[0][3] in ("pass", "violation", "not_protected")

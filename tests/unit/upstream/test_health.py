@@ -12,7 +12,7 @@ import pytest
 
 from forwarder import config as config_mod
 from forwarder.config import model
-from forwarder.dns import netsets, wire
+from forwarder.dns import names, netsets, wire
 from forwarder.errors import UpstreamError
 from forwarder.server import Server
 from forwarder.upstream import health
@@ -208,7 +208,7 @@ def test_groups_in_use_are_rule_targets_and_fallbacks_never_an_unused_system() -
 
 
 async def ask(group: Group, name: str = "example.com") -> wire.Rcode | int:
-    qname = wire.text_to_name(name)
+    qname = names.from_text(name)
     r = await group.ask(wire.question_of(qname, 1, 1), qname, 1, 1)
     return r.rcode
 

@@ -11,13 +11,13 @@ import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from forwarder.dns import wire
+from forwarder.dns import names, wire
 from forwarder.upstream.transports import base, secure
 
 
 def test_padding_reaches_a_multiple_of_128_and_stays_a_valid_query() -> None:
     for name in ("a.example", "a-much-longer-name.under.several.labels.example.com"):
-        qname = wire.text_to_name(name)
+        qname = names.from_text(name)
         query = wire.upstream_query(0x1234, wire.RD, wire.question_of(qname, 1, 1), True)
         padded = base.pad(query)
         assert len(padded) % 128 == 0

@@ -10,14 +10,14 @@ import socket
 import dns.message
 import pytest
 
-from forwarder.dns import wire
+from forwarder.dns import names
 from forwarder.upstream.transports import udp
 from tests.fakes import Delay, FakeUpstream, reply
 
 
 def question(name: str = "a.example") -> tuple[bytes, bytes]:
     q = dns.message.make_query(name, "A", use_edns=False).to_wire()
-    return q, wire.text_to_name(name)
+    return q, names.from_text(name)
 
 
 async def test_exchange_matches_reply(upstream: FakeUpstream) -> None:
