@@ -260,6 +260,10 @@ class Limits:
     tcp_idle_timeout: float = setting(10.0, lo=0.01, kind="duration", restart=True)
     # in flight at once on one connection
     tcp_max_queries_per_connection: int = setting(100, lo=1, hi=65_535, restart=True)
+    # from a query's first byte to its last: partial bytes do not extend it (slowloris)
+    tcp_frame_timeout: float = setting(2.0, lo=0.01, kind="duration", restart=True)
+    # open connections from one client address
+    tcp_max_connections_per_client: int = setting(64, lo=1, hi=100_000, restart=True)
     # SO_RCVBUF/SO_SNDBUF asked for
     udp_buffer: int = setting(4 * 1024 * 1024, lo=65_536, hi=256 * 1024 * 1024, restart=True)
 

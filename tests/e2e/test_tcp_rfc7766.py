@@ -93,27 +93,53 @@ async def test_idle_timeout_waits_for_outstanding_query(upstream: FakeUpstream) 
     assert r.answer[0][0].address == "192.0.2.3"
 
 
-async def test_connection_cap(upstream: FakeUpstream) -> None:
-    """Past tcp_max_connections new connections are closed; existing ones keep working."""
+async def closed_by_server(reader: asyncio.StreamReader) -> bool:
+    """Answers whether the server closed (or reset) the connection, reading what is left."""
+    try:
+        return await asyncio.wait_for(reader.read(), 3) == b""
+    except ConnectionResetError:
+        return True
+
+
+async def test_a_new_connection_replaces_the_longest_idle_one(upstream: FakeUpstream) -> None:
+    """At tcp_max_connections a new connection takes the place of the connection idle the
+    longest (RFC 7766 6.2.3); the others keep working."""
     cfg = forwarder_config({"up": [upstream.addr]}, limits={"tcp_max_connections": 2})
     async with running(cfg) as srv:
         conns = [await asyncio.open_connection(*srv.address("tcp")) for _ in range(2)]
-        for reader, writer in conns:  # make sure both are accepted
+        for reader, writer in conns:  # the first is idle the longest
             writer.write(frame(dns.message.make_query("a.example", "A")))
             await asyncio.wait_for(read_frame(reader), 3)
         reader3, writer3 = await asyncio.open_connection(*srv.address("tcp"))
         writer3.write(frame(dns.message.make_query("b.example", "A")))
-        try:
-            data = await asyncio.wait_for(reader3.read(), 3)
-        except ConnectionResetError:
-            data = b""
-        assert data == b""
-        reader, writer = conns[0]
+        assert (await asyncio.wait_for(read_frame(reader3), 3)).rcode() == dns.rcode.NOERROR
+        assert await closed_by_server(conns[0][0])
+        reader, writer = conns[1]
         writer.write(frame(dns.message.make_query("c.example", "A")))
         assert (await asyncio.wait_for(read_frame(reader), 3)).rcode() == dns.rcode.NOERROR
-        for _, w in conns:
+        for _, w in [*conns, (reader3, writer3)]:
             w.close()
-        writer3.close()
+
+
+async def test_connection_cap_refuses_when_every_connection_is_busy(
+        upstream: FakeUpstream) -> None:
+    """At tcp_max_connections with a query in flight on every connection, a new connection
+    is refused; the queries in flight are answered."""
+    upstream.handler = lambda rx: Delay(0.3, reply(rx.message, "A 192.0.2.9"))
+    cfg = forwarder_config({"up": [upstream.addr]}, limits={"tcp_max_connections": 2})
+    cfg["upstreams"]["up"]["timeout"] = 2.0
+    async with running(cfg) as srv:
+        conns = [await asyncio.open_connection(*srv.address("tcp")) for _ in range(2)]
+        for i, (_, writer) in enumerate(conns):
+            writer.write(frame(dns.message.make_query(f"busy{i}.example", "A")))
+        await upstream.wait_for(2)
+        reader3, writer3 = await asyncio.open_connection(*srv.address("tcp"))
+        writer3.write(frame(dns.message.make_query("b.example", "A")))
+        assert await closed_by_server(reader3)
+        for reader, _ in conns:
+            assert (await asyncio.wait_for(read_frame(reader), 3)).answer
+        for _, w in [*conns, (reader3, writer3)]:
+            w.close()
 
 
 async def test_client_half_close_still_answered(upstream: FakeUpstream) -> None:

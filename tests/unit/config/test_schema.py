@@ -99,7 +99,8 @@ def test_the_settings_only_a_start_applies() -> None:
     assert set(schema.start_only(load(""))) == {
         "listen", "user", "group", "allow_root", "pid_file", "workers", "metrics.enabled",
         "metrics.listen", "limits.tcp_max_connections", "limits.tcp_idle_timeout",
-        "limits.tcp_max_queries_per_connection", "limits.udp_buffer"}
+        "limits.tcp_max_queries_per_connection", "limits.udp_buffer",
+        "limits.tcp_frame_timeout", "limits.tcp_max_connections_per_client"}
 
 
 def test_keep_start_only_takes_the_running_values_and_nothing_else() -> None:

@@ -108,8 +108,9 @@ def test_an_unknown_key_points_at_the_key_a_bad_value_at_the_value() -> None:
         "f.yaml:3:23: limits.tcp_idle_timeout: expected a duration such as 1.5, 50ms, 2s or "
         "5m, found 'forever'",
         "f.yaml:4:3: limits.tcp_idel_timeout: unknown key (did you mean 'tcp_idle_timeout'?); "
-        "expected one of: max_inflight, tcp_idle_timeout, tcp_max_connections, "
-        "tcp_max_queries_per_connection, udp_buffer",
+        "expected one of: max_inflight, tcp_frame_timeout, tcp_idle_timeout, "
+        "tcp_max_connections, tcp_max_connections_per_client, tcp_max_queries_per_connection, "
+        "udp_buffer",
     ]
 
 
