@@ -237,13 +237,14 @@ def finish(
 ) -> bytes:
     """Turns an internal reply (no OPT, any ID) into the bytes sent to the client.
 
-    Patches the client's ID, RD bit and question bytes (the client's letter case), clears AD
-    unless the client asked for it (DO or AD), adds our OPT when the client sent EDNS, and
-    truncates to *udp_size* (0 for TCP: the 65,535 bytes a length prefix can carry) with TC
-    set and the question kept.
+    Patches the client's ID, RD and CD bits (RFC 4035 3.2.2: CD is copied from the query,
+    whatever the upstream's reply said) and question bytes (the client's letter case),
+    clears AD unless the client asked for it (DO or AD), adds our OPT when the client sent
+    EDNS, and truncates to *udp_size* (0 for TCP: the 65,535 bytes a length prefix can
+    carry) with TC set and the question kept.
     """
     flags = U16.unpack_from(reply_wire, 2)[0]
-    flags = (flags & ~(RD | 0xF)) | (q_flags & RD) | (rcode & 0xF) | QR | RA
+    flags = (flags & ~(RD | CD | 0xF)) | (q_flags & (RD | CD)) | (rcode & 0xF) | QR | RA
     if not (do or q_flags & AD):
         flags &= ~AD
     ar = U16.unpack_from(reply_wire, 10)[0]

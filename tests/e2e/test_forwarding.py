@@ -225,6 +225,29 @@ async def test_edns_upstream_advertises_1232_and_carries_do_cd(upstream: FakeUps
     assert not second.ednsflags & dns.flags.DO
 
 
+async def test_the_cd_bit_of_the_query_is_copied_into_relayed_answers(
+        upstream: FakeUpstream, transport: str) -> None:
+    """RFC 4035 3.2.2: a relayed answer carries the CD bit of the client's query, whatever
+    the upstream's reply said (as local answers do); from the cache too."""
+    def handler(rx: Received) -> dns.message.Message:
+        r = reply(rx.message, "A 192.0.2.1")
+        r.flags ^= dns.flags.CD  # the upstream gets it wrong both ways
+        return r
+    upstream.handler = handler
+    async with running(forwarder_config({"up": [upstream.addr]})) as srv:
+        host, port = srv.address(transport)
+        got = []
+        for name, cd in [("cd.example", True), ("plain.example", False),
+                         ("cd.example", True), ("plain.example", False)]:  # then cached
+            q = dns.message.make_query(name, "A")
+            if cd:
+                q.flags |= dns.flags.CD
+            ask = dns.asyncquery.udp if transport == "udp" else dns.asyncquery.tcp
+            got.append(await ask(q, host, port=port, timeout=3))
+    assert [bool(r.flags & dns.flags.CD) for r in got] == [True, False, True, False]
+    assert all(r.answer for r in got)
+
+
 async def test_dnssec_records_and_ad_pass_through(upstream: FakeUpstream) -> None:
     """A forwarder is transparent: RRSIGs reach a DO client, and AD is kept for it."""
     def handler(rx: Received) -> dns.message.Message:
