@@ -26,6 +26,11 @@ class FormError(ForwarderError):
         self.kind = kind
 
 
+class StartError(ForwarderError):
+    """A part of the server cannot start (the metrics port is taken): the message says
+    which and why, on one line; the process exits 1, as for a DNS port in use."""
+
+
 class UpstreamError(ForwarderError):
     """Every try of an upstream group failed; carries the Extended DNS Error to send."""
 

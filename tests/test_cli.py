@@ -126,6 +126,26 @@ async def test_run_reports_port_in_use(tmp_path: Path) -> None:
     assert code == 1 and "cannot bind" in err
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_run_reports_a_metrics_port_in_use_in_one_line(tmp_path: Path,
+                                                             workers: int) -> None:
+    """A taken metrics port is reported as a taken DNS port is: one line naming the
+    address and the reason, no traceback, exit 1 (with workers: 2 too)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        http = taken.getsockname()[1]
+        cfg = tmp_path / "f.yaml"
+        cfg.write_text(f"listen: [{{address: 127.0.0.1, port: {free_port()}}}]\n"
+                       f"allow_root: true\nworkers: {workers}\n"
+                       f"metrics: {{listen: '127.0.0.1:{http}'}}\n"
+                       "zones: [{match: ., action: refuse}]\n")
+        code, _, err = await run_cli("run", "-c", str(cfg))
+    assert code == 1
+    assert f"cannot bind metrics.listen 127.0.0.1:{http}: Address already in use" in err
+    assert "Traceback" not in err
+
+
 async def test_run_serves_until_sigterm(tmp_path: Path) -> None:
     """`forwarder run -c FILE` answers over UDP and TCP, and exits 0 on SIGTERM."""
     async with FakeUpstream() as up:

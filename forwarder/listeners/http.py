@@ -24,6 +24,7 @@ from prometheus_client import exposition
 
 from forwarder import metrics
 from forwarder.config.values import parse_server
+from forwarder.errors import StartError
 from forwarder.upstream import health
 
 if TYPE_CHECKING:
@@ -54,9 +55,14 @@ class HttpService:
         self._writers: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
-        """Binds the HTTP address. Raises OSError (e.g. the port is taken)."""
-        self._listener = await asyncio.start_server(
-            self._connection, self.host, self.port, limit=MAX_HEAD, reuse_address=True)
+        """Binds the HTTP address. Raises StartError (e.g. the port is taken)."""
+        try:
+            self._listener = await asyncio.start_server(
+                self._connection, self.host, self.port, limit=MAX_HEAD, reuse_address=True)
+        except OSError as e:
+            where = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+            why = os.strerror(e.errno) if e.errno else str(e)  # asyncio words it at length
+            raise StartError(f"cannot bind metrics.listen {where}: {why}") from None
         address = self._listener.sockets[0].getsockname()[:2]
         self.server.http_address = address
         host = f"[{address[0]}]" if ":" in address[0] else address[0]

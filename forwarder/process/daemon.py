@@ -68,10 +68,12 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
     return None
 
 
-async def start_or_report(server: Server) -> bool:
-    """Starts *server*; when its runtime cannot be built (a hook file that does not import
-    as the service user, a query log it cannot open) logs every problem and answers False."""
-    from forwarder.errors import ConfigError
+async def start_or_report(server: Server) -> int | None:
+    """Starts *server*; answers None, or the exit code after logging why it cannot start:
+    its runtime cannot be built (a hook file that does not import as the service user, a
+    query log it cannot open: EXIT_CONFIG), or a part of it cannot start (the metrics port
+    is taken: EXIT_FAILURE, as for a DNS port in use)."""
+    from forwarder.errors import ConfigError, StartError
 
     try:
         await server.start()
@@ -79,8 +81,12 @@ async def start_or_report(server: Server) -> bool:
         for line in e.lines():
             log.error("%s", line)
         server.close_sockets()
-        return False
-    return True
+        return exits.EXIT_CONFIG
+    except StartError as e:
+        log.error("%s", e)
+        await server.stop(deadline=0)  # what started before it
+        return exits.EXIT_FAILURE
+    return None
 
 
 async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) -> int:
@@ -108,8 +114,9 @@ async def serve(cfg: Config, path: str, user: str | None, pid_file: str | None) 
     server.on_reload.append(reloaded)
     watchdog: asyncio.Task[None] | None = None
     try:
-        if not await start_or_report(server):
-            return exits.EXIT_CONFIG
+        failed = await start_or_report(server)
+        if failed is not None:
+            return failed
         server.install_signal_handlers(on_signal)
         notifier.ready(status_line(server))
         watchdog = asyncio.ensure_future(notifier.watchdog_loop())
@@ -198,8 +205,9 @@ async def _serve_worker(link: Link, cfg: Config, path: str, user: str | None) ->
         link.send("reloaded", "ok" if ok else "failed", status_line(server))
 
     server.on_reload.append(reloaded)
-    if not await start_or_report(server):
-        return exits.EXIT_CONFIG
+    failed = await start_or_report(server)
+    if failed is not None:
+        return failed
     server.install_signal_handlers()
     link.send("ready", status_line(server))
     heartbeat = asyncio.ensure_future(_heartbeat(server, link, metrics.MULTIPROCESS))
