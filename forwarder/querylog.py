@@ -15,6 +15,7 @@ import base64
 import datetime
 import json
 import logging
+import os
 import queue
 import random
 import sys
@@ -60,9 +61,8 @@ class QueryLog:
     def _open(self) -> IO[str]:
         if self._to_stdout:
             return sys.stdout
-        # line-buffered, appending: each line is one write(), so the lines of several
-        # worker processes appending to the same file do not interleave
-        return open(self.settings.path, "a", encoding="utf-8", buffering=1)
+        opened = _preopened.pop(self.settings.path, None)
+        return opened if opened is not None else _open_file(self.settings.path)
 
     # -- on the event loop -----------------------------------------------------------------
 
@@ -145,12 +145,26 @@ class QueryLog:
             if self._reopen:
                 self._reopen = False
                 if not self._to_stdout:
-                    self._out.close()
-                    self._out = self._open()
+                    self._reopen_file()
             self._out.write(line)
         except (OSError, ValueError) as e:
             metrics.querylog_dropped.inc()
             log.warning("query log: cannot write to %s: %s", self.settings.path, e)
+
+    def _reopen_file(self) -> None:
+        """Opens the path anew (log rotation); if it cannot be opened, writes on to the
+        file open now rather than losing lines."""
+        try:
+            out = _open_file(self.settings.path)
+        except OSError as e:
+            log.warning("query log: cannot reopen %s (%s): writing on to the file already "
+                        "open", self.settings.path, e.strerror or e)
+            return
+        old, self._out = self._out, out
+        try:
+            old.close()
+        except (OSError, ValueError) as e:
+            log.warning("query log: cannot close %s: %s", self.settings.path, e)
 
     def _flush(self) -> None:
         try:
@@ -236,6 +250,33 @@ def _plain_line(item: tuple[Any, ...]) -> str:
             value = repr(value)
         fields[name] = value
     return json.dumps(fields, separators=(",", ":")) + "\n"
+
+
+def _open_file(path: str) -> IO[str]:
+    # line-buffered, appending: each line is one write(), so the lines of several
+    # worker processes appending to the same file do not interleave
+    return open(path, "a", encoding="utf-8", buffering=1)
+
+
+# files opened before the privilege drop, by path, for the first QueryLog that writes there
+_preopened: dict[str, IO[str]] = {}
+
+
+def open_before_drop(cfg: model.Config, uid: int, gid: int) -> None:
+    """Opens (creating) the query log's file while the process is still root, and gives
+    it to the user it drops to (*uid*, *gid*): the QueryLog built after the drop writes to
+    this handle, and a reopen after log rotation can open the file as that user. Raises
+    OSError when the file cannot be opened."""
+    settings = cfg.querylog
+    if not settings.enabled or settings.path == "stdout" or settings.path in _preopened:
+        return
+    out = _open_file(settings.path)
+    try:
+        os.fchown(out.fileno(), uid, gid)
+    except OSError:
+        out.close()
+        raise
+    _preopened[settings.path] = out
 
 
 def build(cfg: model.Config, previous: QueryLog | None) -> QueryLog | None:

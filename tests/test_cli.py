@@ -4,6 +4,7 @@ serving real queries until SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import pwd
 import signal
@@ -193,15 +194,20 @@ async def test_root_refused_without_user(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")
 async def test_binds_then_drops_to_user(tmp_path: Path) -> None:
-    """Started as root with --user nobody: it serves, as nobody, and writes/removes its pid file."""
+    """Started as root with --user nobody: it serves, as nobody, writes its pid file and
+    removes it at exit, and writes a query log whose file only root could create (in a
+    root-owned directory: it is opened before the drop and given to nobody)."""
     port = free_port()
     cfg = tmp_path / "f.yaml"
     pid_file = tmp_path / "forwarder.pid"
+    querylog = tmp_path / "queries.jsonl"
     cfg.write_text(f"listen: [{{address: 127.0.0.1, port: {port}}}]\n"
-                   "metrics: {enabled: false}\nzones: [{match: ., action: refuse}]\n")
+                   "metrics: {enabled: false}\nzones: [{match: ., action: refuse}]\n"
+                   f"querylog: {{enabled: true, path: '{querylog}'}}\n")
     tmp_path.chmod(0o755)
     proc = await asyncio.create_subprocess_exec(
-        *FORWARDER, "run", "-c", str(cfg), "--user", "nobody", "--pid-file", str(pid_file))
+        *FORWARDER, "run", "-c", str(cfg), "--user", "nobody", "--pid-file", str(pid_file),
+        stderr=asyncio.subprocess.PIPE)
     try:
         r = await wait_answer(port)
         assert r.rcode() == dns.rcode.REFUSED
@@ -212,6 +218,15 @@ async def test_binds_then_drops_to_user(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 10) == 0
+    err = (await proc.stderr.read()).decode()  # type: ignore[union-attr]
+    for _ in range(100):  # the keeper removes it once the process is gone
+        if not pid_file.exists():
+            break
+        await asyncio.sleep(0.02)
+    assert not pid_file.exists(), err
+    lines = [json.loads(line) for line in querylog.read_text().splitlines()]
+    assert lines and lines[0]["rcode"] == "REFUSED"
+    assert querylog.stat().st_uid == pwd.getpwnam("nobody").pw_uid
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to test the privilege drop")

@@ -57,6 +57,13 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
         if pid_file:
             privileges.write_pid_file(pid_file)  # before the drop: /run belongs to root
         if user:
+            if privileges.running_as_root():
+                from forwarder import querylog  # loads prometheus_client: serving processes only
+
+                uid, gid = privileges.user_ids(user, cfg.group)
+                querylog.open_before_drop(cfg, uid, gid)  # a directory only root may write
+                if pid_file:
+                    privileges.keep_pid_file(pid_file)  # removed at exit, by root
             privileges.drop_privileges(user, cfg.group)
         elif privileges.running_as_root() and not cfg.allow_root:
             log.error("refusing to serve as root: set `user:` (or --user) to drop privileges "
@@ -65,6 +72,9 @@ def prepare(server: Server, cfg: Config, user: str | None, pid_file: str | None)
     except (privileges.PrivilegeError, privileges.PidFileError) as e:
         log.error("%s", e)
         return exits.EXIT_FAILURE
+    except OSError as e:
+        log.error("querylog.path: cannot open %r: %s", cfg.querylog.path, e.strerror or e)
+        return exits.EXIT_CONFIG
     return None
 
 

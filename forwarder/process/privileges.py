@@ -3,9 +3,10 @@
 forwarder binds its listeners (port 53 needs privilege) *before* it drops root, so
 nothing after the drop needs any capability:
 
-1. bind every UDP/TCP listener and the metrics socket (as root, or with
-   ``CAP_NET_BIND_SERVICE``);
-2. :func:`write_pid_file` if asked (``/run`` is writable only by root);
+1. bind every UDP/TCP listener (as root, or with ``CAP_NET_BIND_SERVICE``);
+2. :func:`write_pid_file` if asked (``/run`` is writable only by root), and with a user
+   to drop to, :func:`keep_pid_file` (a process that stays root only to remove it at
+   exit) and the query log's file opened and given to that user;
 3. :func:`drop_privileges` to the configured user;
 4. start serving, then tell systemd ``READY=1`` (see :mod:`forwarder.process.sdnotify`).
 
@@ -35,6 +36,7 @@ import grp
 import logging
 import os
 import pwd
+import signal
 import tempfile
 
 __all__ = [
@@ -227,6 +229,41 @@ def write_pid_file(path: str | os.PathLike[str]) -> None:
             raise
     except OSError as exc:
         raise PidFileError(f"{path}: cannot write pid file: {exc.strerror}") from exc
+
+
+_keeper_pipes: list[int] = []
+
+
+def keep_pid_file(path: str | os.PathLike[str]) -> None:
+    """Leaves behind, before the privilege drop, a process that keeps root for one thing:
+    removing *path* once this process has exited (however it ends), if the file still
+    names it. After the drop the process itself may not be allowed to (a pid file in a
+    root-owned directory such as /run).
+
+    The keeper closes every other file descriptor, ignores the signals a terminal or
+    service manager sends the whole group, and waits on a pipe whose other end only this
+    process holds: end of file means this process is gone.
+    """
+    path = os.path.abspath(os.fspath(path))
+    pid = os.getpid()
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child:
+        os.close(read_fd)
+        _keeper_pipes.append(write_fd)  # open till this process ends; not inheritable
+        return
+    try:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_IGN)
+        os.closerange(0, read_fd)
+        os.closerange(read_fd + 1, os.sysconf("SC_OPEN_MAX"))
+        while os.read(read_fd, 1):
+            pass
+        if _read_pid(path) == pid:
+            os.unlink(path)
+    except BaseException:  # nothing to report to, and nothing may escape
+        pass
+    os._exit(0)
 
 
 def remove_pid_file(path: str | os.PathLike[str]) -> bool:

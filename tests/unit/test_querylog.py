@@ -91,6 +91,25 @@ def test_a_record_the_formatter_fails_on_is_still_one_line(
     assert "query log: cannot format a record in full" in caplog.text
 
 
+def test_a_reopen_that_fails_keeps_writing_to_the_open_file(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """After a rotation the file cannot be opened again (its directory went away): the log
+    writes on to the file it has open instead of losing lines."""
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    log = querylog.QueryLog(model.QueryLogSettings(True, str(directory / "q.jsonl")))
+    q = make_query()
+    log.record(q, upstream_reply(q, "10.0.1.15"), 100.0)
+    assert log.flush()
+    directory.rename(tmp_path / "rotated")
+    log.reopen()
+    log.record(q, upstream_reply(q, "10.0.1.16"), 100.0)
+    log.close()
+    lines = (tmp_path / "rotated" / "q.jsonl").read_text().splitlines()
+    assert [json.loads(line)["answers"] for line in lines] == [["10.0.1.15"], ["10.0.1.16"]]
+    assert "cannot reopen" in caplog.text
+
+
 def test_a_full_queue_drops_and_counts_lines(tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """The writer is stuck on the first line; the queue (size 1) takes the second; the third
