@@ -249,6 +249,7 @@ class Server:
         self.stopping = True
         for u in self.udp:
             u.stop_reading()
+            u.take_queued()  # they came before the stop: answered within the deadline
         for t in self.tcp:
             t.stop_accepting()
         loop = asyncio.get_running_loop()

@@ -20,6 +20,10 @@ from forwarder.stages.front import BATCH
 
 log = logging.getLogger("forwarder")
 
+# what a stop still takes from a socket's queue (take_queued)
+QUEUED_LIMIT = 100_000
+QUEUED_SECONDS = 1.0
+
 
 class UdpListener:
     """Serves one bound UDP socket through a Pipeline (it is the pipeline's Client for the
@@ -43,6 +47,25 @@ class UdpListener:
         if self._loop is not None:
             self._loop.remove_reader(self.sock.fileno())
             self._loop = None
+
+    def take_queued(self) -> int:
+        """Hands the pipeline the datagrams already queued in the socket (they arrived
+        before the stop: SIGTERM answers them too), at most QUEUED_LIMIT of them or for
+        QUEUED_SECONDS, so that a flood cannot hold the stop; answers how many."""
+        recvfrom = self.sock.recvfrom
+        end = time.monotonic() + QUEUED_SECONDS
+        taken = 0
+        while taken < QUEUED_LIMIT and (taken % BATCH or time.monotonic() < end):
+            try:
+                data, addr = recvfrom(65_535)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:
+                log.debug("udp receive error: %s", e)
+                break
+            self._datagram(data, addr)
+            taken += 1
+        return taken
 
     def close(self) -> None:
         self.stop_reading()

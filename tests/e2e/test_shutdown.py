@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import struct
 import time
 from typing import Any
@@ -79,6 +80,33 @@ async def test_stop_answers_queries_in_flight_then_closes(upstream: FakeUpstream
                                  port=udp_port, timeout=0.3)
     with pytest.raises(OSError):
         await tcp_open(srv)
+
+
+async def test_stop_answers_the_queries_queued_in_the_udp_socket(
+        upstream: FakeUpstream) -> None:
+    """Shutdown: 50 UDP queries that reached the socket before the stop began, none read
+    yet (the loop had not run since), are all answered: from the cache and from the
+    upstream."""
+    srv = await started(config(upstream))
+    clients: list[socket.socket] = []
+    try:
+        host, port = srv.address("udp")
+        assert (await query(srv, "udp", "cached.example.com")).answer
+        for i in range(50):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock.setblocking(False)
+            name = "cached.example.com" if i % 2 else f"q{i}.example.com"
+            sock.sendto(dns.message.make_query(name, "A").to_wire(), (host, port))
+            clients.append(sock)
+        await srv.stop(deadline=3.0)  # no await before it: nothing was read yet
+        loop = asyncio.get_running_loop()
+        answers = [dns.message.from_wire(await asyncio.wait_for(loop.sock_recv(s, 4096), 1))
+                   for s in clients]
+    finally:
+        for sock in clients:
+            sock.close()
+        await srv.stop()
+    assert all(a.rcode() == dns.rcode.NOERROR and a.answer for a in answers)
 
 
 async def test_stop_gives_up_at_the_deadline(upstream: FakeUpstream) -> None:
