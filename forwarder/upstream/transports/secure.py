@@ -182,6 +182,7 @@ class Channel:
         self.idle_timeout = pool.group.idle_timeout
         self.on_closed: Callable[[Channel], None] = pool.forget
         self.task: asyncio.Task[None] | None = None
+        self._flush_pending = False
         self.inflight = 0
         self.closed = False
         self.draining = False  # no new queries (the server said GOAWAY, or closing)
@@ -204,6 +205,23 @@ class Channel:
 
     def start(self) -> None:
         self.task = asyncio.ensure_future(self.read())
+
+    def flush(self) -> None:
+        """Writes what the queries of this turn of the loop queued."""
+        raise NotImplementedError
+
+    def flush_soon(self) -> None:
+        """Calls `flush` once this turn of the loop is over, so that the queries sent in
+        one turn share one TLS record and one system call (the write is most of the
+        cost of a query on an open connection)."""
+        if not self._flush_pending:
+            self._flush_pending = True
+            asyncio.get_running_loop().call_soon(self._flush_now)
+
+    def _flush_now(self) -> None:
+        self._flush_pending = False
+        if not self.closed:
+            self.flush()
 
     def began(self) -> None:
         self.inflight += 1

@@ -39,6 +39,7 @@ class DotChannel(secure.Channel):
         self.host = pool.server.host
         self.on_mismatch = pool.on_mismatch
         self.waiting: dict[int, _Waiting] = {}
+        self.out: list[bytes] = []  # frames waiting for flush()
         self.start()
 
     async def ask(self, query: bytes, qname: bytes, qtype: int, qclass: int) -> bytes:
@@ -53,12 +54,18 @@ class DotChannel(secure.Channel):
         waiting[ident] = entry
         self.began()
         try:
-            self.writer.write(FRAME.pack(len(data)) + data)
+            self.out.append(FRAME.pack(len(data)) + data)
+            self.flush_soon()
             return await entry.future
         finally:
             if waiting.get(ident) is entry:
                 del waiting[ident]
             self.ended()
+
+    def flush(self) -> None:
+        out, self.out = self.out, []
+        if out and not self.writer.is_closing():
+            self.writer.write(b"".join(out))
 
     async def read(self) -> None:
         reader, waiting = self.reader, self.waiting
