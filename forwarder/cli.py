@@ -139,6 +139,10 @@ def check_config(path: str, target: bool = True) -> int:
               "that runs the forwarder", file=sys.stderr)
     print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.upstreams)} upstream groups, "
           f"{len(cfg.policies)} policies)")
+    for group in cfg.upstreams:
+        if group.tls.insecure_skip_verify:
+            print(f"{path}: warning: upstreams.{group.name}.tls.insecure_skip_verify is true: "
+                  "its servers' certificates are not verified", file=sys.stderr)
     return EXIT_OK
 
 

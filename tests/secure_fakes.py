@@ -82,7 +82,8 @@ class FakeDot(FakeUpstream):
                  cert: trustme.LeafCert | None = None) -> None:
         super().__init__(handler)
         self.ctx = pki.server_context(cert)
-        self.connections = 0
+        self.connections = 0  # TLS established
+        self.attempts = 0  # TCP connections accepted
         self.stall_handshake = False
         self._writers: list[asyncio.StreamWriter] = []
         self._stalled: list[asyncio.StreamWriter] = []
@@ -95,6 +96,7 @@ class FakeDot(FakeUpstream):
 
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
+        self.attempts += 1
         if self.stall_handshake:  # TCP is up, but the server never speaks TLS
             self._stalled.append(writer)
             return

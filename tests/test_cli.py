@@ -54,6 +54,26 @@ async def test_check_config_good_and_bad(tmp_path: Path) -> None:
     assert f"{bad}:5:38: zones[2].upstream: unknown upstream group 'r53'" in err
 
 
+async def test_check_config_encrypted_groups(tmp_path: Path) -> None:
+    """check-config: a URL on a udp group is an error naming the field; a group that
+    skips certificate verification passes, with a warning saying so."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: {r53: {servers: ['https://10.10.0.10/dns-query']}}\n"
+                   "zones: [{match: ., upstream: r53}]\n")
+    code, _, err = await run_cli("check-config", str(bad))
+    assert code == 2
+    assert str(bad) in err
+    assert "upstreams.r53.servers[0]: 'https://10.10.0.10/dns-query' is a URL: " \
+           "URLs need transport: https" in err
+    loose = tmp_path / "loose.yaml"
+    loose.write_text("upstreams: {corp: {transport: tls, servers: [192.0.2.53], "
+                     "tls: {insecure_skip_verify: true}}}\n"
+                     "zones: [{match: ., upstream: corp}]\n")
+    code, out, err = await run_cli("check-config", str(loose))
+    assert code == 0 and "ok" in out
+    assert "upstreams.corp.tls.insecure_skip_verify is true" in err
+
+
 async def test_run_refuses_bad_config(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("zones: [{match: ., upstream: nowhere}]\n")

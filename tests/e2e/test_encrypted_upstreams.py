@@ -317,3 +317,28 @@ async def test_insecure_skip_verify_accepts_any_certificate_and_warns(
     warnings = [rec for rec in caplog.records if "insecure_skip_verify" in rec.getMessage()]
     assert len(warnings) == 2
     assert "NOT verified" in warnings[0].getMessage()
+
+
+async def test_failed_connection_is_retried_after_a_backoff(
+        pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DoT: after a failed handshake the server is not tried again before the backoff
+    (the next query fails at once, saying when the next try is); once it passes, a new
+    connection is made, and with the certificate fixed the query is answered."""
+    from forwarder.upstream.transports import secure
+
+    monkeypatch.setattr(secure, "BACKOFF_FIRST", 0.5)
+    fake = FakeDot(pki, cert=pki.wrong_name)
+    async with fake, running(secure_config(pki, "tls", [fake.addr], attempts=1)) as srv:
+        first = await query(srv, "udp", "one.example", use_edns=0)
+        second = await query(srv, "udp", "two.example", use_edns=0)
+        tried = fake.attempts
+        fake.ctx = pki.server_context()  # the server gets the right certificate
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while (r := await query(srv, "udp", "three.example")).rcode() != dns.rcode.NOERROR:
+            assert loop.time() < deadline, "never reconnected"
+            await asyncio.sleep(0.05)  # poll: the backoff is the forwarder's own timer
+    assert first.rcode() == second.rcode() == dns.rcode.SERVFAIL
+    assert tried == 1
+    assert "(next try in" in ede_of(second)[0][1]
+    assert fake.attempts == 2 and r.rcode() == dns.rcode.NOERROR
