@@ -5,7 +5,9 @@
 #
 #   usage: forwarder-target.sh PORT UPSTREAM WORKDIR [WORKERS]
 #     PORT      UDP port on 127.0.0.1 to listen on
-#     UPSTREAM  host:port of the upstream (the harness passes 127.0.0.1:15353)
+#     UPSTREAM  host:port of the upstream (the harness passes 127.0.0.1:15353), or
+#               tls://host:port (DNS over TLS) or https://host:port/path (DNS over
+#               HTTPS), verified with server name bench.test and the CA in BENCH_TLS_CA
 #     WORKDIR   scratch dir; the config goes to WORKDIR/bench.yaml
 #     WORKERS   optional; adds top-level `workers: N` to the config
 #
@@ -18,6 +20,7 @@
 #                       runs in the repo root). Called as: $FORWARDER run -c CONFIG
 #   BENCH_MINIMAL=1     write only listen/upstreams/zones (no policy, no cache)
 #   BENCH_CONFIG_EXTRA  YAML text appended to the config (top-level keys)
+#   BENCH_TLS_CA        CA file for a tls:// or https:// UPSTREAM
 set -eu
 
 if [ $# -lt 3 ] || [ $# -gt 4 ]; then
@@ -36,8 +39,16 @@ repo=$(dirname -- "$here")
 conf="$workdir/bench.yaml"
 mkdir -p -- "$workdir"
 
+case "$upstream" in
+  tls://*)
+    group="{transport: tls, servers: [\"${upstream#tls://}\"], tls: {server_name: bench.test, ca_file: \"${BENCH_TLS_CA:?}\"}}" ;;
+  https://*)
+    group="{transport: https, servers: [\"$upstream\"], tls: {server_name: bench.test, ca_file: \"${BENCH_TLS_CA:?}\"}}" ;;
+  *)
+    group="{servers: [\"$upstream\"]}" ;;
+esac
 config="listen: [{address: 127.0.0.1, port: $port}]
-upstreams: {up: {servers: [\"$upstream\"]}}
+upstreams: {up: $group}
 allow_root: true
 metrics: {enabled: false}
 "

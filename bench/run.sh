@@ -8,6 +8,7 @@
 #   bench/run.sh --no-fwd --duration 5 # the peers only
 #   bench/run.sh --setup-only          # refresh the harness copy, install, build venv + gen/
 #   bench/run.sh --python /usr/bin/python3.11   # fwd (and an echo) on that interpreter
+#   bench/run.sh --encrypted --targets fwd --workloads miss   # fwd over UDP, TLS and HTTPS
 #   bench/run.sh --report RUN_DIR      # re-render RUN_DIR/results.md from results.json
 #   bench/run.sh --help                # this text + the harness's options
 #
@@ -48,13 +49,21 @@ die() { echo "bench/run.sh: $*" >&2; exit 2; }
 # single-quote for /bin/sh
 shq() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/'\\\\''/g")"; }
 
+# --encrypted also measures the forwarder with its upstream over DNS over TLS (fwd-tls,
+# port 15332) and DNS over HTTPS (fwd-https, port 15333): an Unbound started here (not by
+# the harness, so its CPU shows in the "other" column, not the target's) terminates TLS
+# on 127.0.0.1:15343 and HTTP/2 on 15344 with a certificate made on first use
+# (bench/.harness/tls/) and forwards to the harness's Knot upstream; the forwarder
+# verifies that certificate. Ratios are then also taken against fwd.
+#
 # ------------------------------------------------------------------ arguments
-workers2=0 no_fwd=0 setup_only=0 help=0 report="" python=""
+encrypted=0 workers2=0 no_fwd=0 setup_only=0 help=0 report="" python=""
 out=""
 pass=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --workers2) workers2=1 ;;
+    --encrypted) encrypted=1 ;;
     --no-fwd) no_fwd=1 ;;
     --setup-only) setup_only=1 ;;
     -h|--help) help=1 ;;
@@ -164,6 +173,74 @@ if [ -n "$report" ]; then
   exec "$H/.venv/bin/python" "$H/run.py" --report "$report"
 fi
 
+# ------------------------------------------------------------------ the TLS/HTTPS front
+FRONT_TLS=15343 FRONT_HTTPS=15344 FRONT_PLAIN=15345
+front_pid=""
+stop_front() {
+  if [ -n "$front_pid" ]; then kill "$front_pid" 2>/dev/null || true; wait "$front_pid" 2>/dev/null || true; fi
+}
+start_front() {
+  local d="$H/tls"
+  mkdir -p "$d"
+  if [ ! -s "$d/cert.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+      -subj /CN=bench.test -addext "subjectAltName=DNS:bench.test,IP:127.0.0.1" \
+      -keyout "$d/key.pem" -out "$d/cert.pem" 2>/dev/null || die "openssl could not make a certificate"
+  fi
+  # Unbound, not dnsdist: dnsdist 1.7 sends what arrives over TLS on to its backend
+  # over TCP, where Knot delayed some replies past the forwarder's 1 s timeout under
+  # load; Unbound forwards over UDP, as the other targets do
+  cat > "$d/unbound.conf" <<EOF2
+# DoT and DoH in front of the harness's Knot upstream, for fwd-tls and fwd-https
+server:
+    interface: 127.0.0.1@$FRONT_PLAIN
+    interface: 127.0.0.1@$FRONT_TLS
+    interface: 127.0.0.1@$FRONT_HTTPS
+    tls-port: $FRONT_TLS
+    https-port: $FRONT_HTTPS
+    tls-service-pem: "$d/cert.pem"
+    tls-service-key: "$d/key.pem"
+    http-endpoint: "/dns-query"
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "$d"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    access-control: 127.0.0.0/8 allow
+    module-config: "iterator"
+    do-ip6: no
+    do-not-query-localhost: no
+    qname-minimisation: no
+    num-threads: 1
+    msg-cache-size: 1m
+    rrset-cache-size: 1m
+forward-zone:
+    name: "."
+    forward-addr: 127.0.0.1@15353
+remote-control:
+    control-enable: no
+EOF2
+  local unbound
+  unbound="$(command -v unbound || command -v /usr/sbin/unbound)" \
+    || die "--encrypted needs unbound (bench/run.sh --setup-only installs it)"
+  "$unbound" -d -c "$d/unbound.conf" > "$d/unbound.log" 2>&1 &
+  front_pid=$!
+  trap stop_front EXIT
+  local i
+  for i in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$FRONT_HTTPS") 2>/dev/null; then break; fi
+    kill -0 "$front_pid" 2>/dev/null || die "unbound (TLS front) exited: $(cat "$d/unbound.log")"
+    sleep 0.1
+  done
+  echo "bench/run.sh: unbound TLS/HTTPS front (PID $front_pid) on 127.0.0.1:$FRONT_TLS, :$FRONT_HTTPS"
+  local fwd="export BENCH_TLS_CA=$(shq "$d/cert.pem"); exec /bin/sh $(shq "$here/forwarder-target.sh")"
+  tcmds+=(--target-cmd "fwd-tls=15332=$fwd {port} tls://127.0.0.1:$FRONT_TLS {workdir}")
+  tcmds+=(--target-cmd "fwd-https=15333=$fwd {port} https://127.0.0.1:$FRONT_HTTPS/dns-query {workdir}")
+  compare=(--compare-to "fwd,dnsmasq,unbound,dnsdist,py-echo-rd")
+}
+
 if [ "$setup_only" = 1 ]; then
   "$H/setup.sh"
   if [ ! -f "$H/gen/queries/summary.json" ]; then
@@ -187,6 +264,7 @@ if [ -z "$out" ]; then
   pass+=(--out "$out")
 fi
 run_dir="$(mkdir -p -- "$out" && cd -- "$out" && pwd -P)"
+if [ "$encrypted" = 1 ]; then start_front; fi
 
 defaults=(--targets "dnsmasq,unbound,dnsdist,py-echo-rd" --workloads "hit,miss"
           --modes "sat1,rate")
