@@ -9,7 +9,8 @@ from a throwaway CA (trustme).
   server ending idle connections does; `stall_handshake` accepts TCP but never
   completes TLS.
 - `FakeDoh`: an HTTP/2 server (h2) answering RFC 8484 POST and GET; handlers get a
-  `Received` with transport "https" and may also return `HttpStatus(code)` or `Reset()`.
+  `Received` with transport "https" and may also return `HttpStatus(code)`, `Reset()`,
+  or `Close()` (GOAWAY, then the connection ends); `stall_handshake` as for FakeDot.
   `requests` records (method, path, content-type) per request.
 """
 
@@ -75,6 +76,22 @@ class Pki:
         return chain, key
 
 
+async def handshake(writer: asyncio.StreamWriter, ctx: ssl.SSLContext, stall: bool,
+                    stalled: list[asyncio.StreamWriter]) -> bool:
+    """The server side of a TLS handshake on an accepted connection; answers whether it
+    completed. *stall*: TCP is up, but the server never speaks TLS (the connection is
+    kept in *stalled*, to be closed at the end)."""
+    if stall:
+        stalled.append(writer)
+        return False
+    try:
+        await writer.start_tls(ctx)
+    except (ssl.SSLError, ConnectionError, OSError):
+        writer.close()  # the client refused our certificate
+        return False
+    return True
+
+
 class FakeDot(FakeUpstream):
     """A DNS-over-TLS server on 127.0.0.1 answering with the test's handler."""
 
@@ -97,17 +114,10 @@ class FakeDot(FakeUpstream):
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         self.attempts += 1
-        if self.stall_handshake:  # TCP is up, but the server never speaks TLS
-            self._stalled.append(writer)
-            return
-        try:
-            await writer.start_tls(self.ctx)
-        except (ssl.SSLError, ConnectionError, OSError):
-            writer.close()  # the client refused our certificate
-            return
-        self.connections += 1
-        self._writers.append(writer)
-        await self._serve_connection(reader, writer)
+        if await handshake(writer, self.ctx, self.stall_handshake, self._stalled):
+            self.connections += 1
+            self._writers.append(writer)
+            await self._serve_connection(reader, writer)
 
     def close_connections(self) -> None:
         """Closes every open connection, as a server does with idle ones."""
@@ -152,6 +162,7 @@ class FakeDoh:
         self.host = "127.0.0.1"
         self.port = 0
         self.connections = 0
+        self.stall_handshake = False
         self.received: list[Received] = []
         self.requests: list[tuple[str, str, str]] = []  # method, path, content-type
         self.errors: list[BaseException] = []
@@ -165,7 +176,7 @@ class FakeDoh:
         return f"https://127.0.0.1:{self.port}{self.path}"
 
     async def __aenter__(self) -> FakeDoh:
-        self._server = await asyncio.start_server(self._serve, self.host, 0, ssl=self.ctx)
+        self._server = await asyncio.start_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -190,6 +201,11 @@ class FakeDoh:
                 self._changed.clear()
                 await self._changed.wait()
         return list(self.received)
+
+    async def _accept(self, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+        if await handshake(writer, self.ctx, self.stall_handshake, self._writers):
+            await self._serve(reader, writer)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -255,13 +271,15 @@ class FakeDoh:
         with contextlib.suppress(ConnectionError, RuntimeError):
             if not writer.is_closing():
                 writer.write(conn.data_to_send())
+                if isinstance(response, Close):
+                    writer.close()
 
     @staticmethod
     def _respond(conn: h2.connection.H2Connection, sid: int, response: Response | object) -> None:
         if isinstance(response, Reset):
             conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
-        if isinstance(response, Close):
+        if isinstance(response, Close):  # GOAWAY, then the connection ends
             conn.close_connection()
             return
         if isinstance(response, HttpStatus):

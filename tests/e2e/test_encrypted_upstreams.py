@@ -175,10 +175,11 @@ async def test_idle_connection_closed_after_idle_timeout(pki: Pki, dot: FakeDot)
     assert dot.connections == 2
 
 
-async def test_connection_cut_mid_stream_is_retried_on_a_new_one(pki: Pki,
-                                                                  dot: FakeDot) -> None:
-    """DoT: the server cuts a reused connection with a query pending: the query is sent
-    once more on a new connection (RFC 7766 6.2.1) and answered."""
+async def test_connection_cut_mid_stream_is_retried_on_a_new_one(
+        pki: Pki, server: FakeDot | FakeDoh) -> None:
+    """DoT/DoH: the server ends a reused connection with a query pending (DoH: GOAWAY
+    first): the query is sent once more on a new connection (RFC 7766 6.2.1) and
+    answered."""
     cut = []
 
     def handler(rx: Received) -> Response:
@@ -188,12 +189,12 @@ async def test_connection_cut_mid_stream_is_retried_on_a_new_one(pki: Pki,
             return Close()
         return default_handler(rx)
 
-    dot.handler = handler
-    async with running(secure_config(pki, "tls", [dot.addr])) as srv:
+    server.handler = handler
+    async with running(secure_config(pki, transport_of(server), [address(server)])) as srv:
         await query(srv, "udp", "warm.example")
         r = await query(srv, "udp", "cut.example")
     assert r.rcode() == dns.rcode.NOERROR
-    assert len(cut) == 1 and dot.connections == 2
+    assert len(cut) == 1 and server.connections == 2
 
 
 async def test_doh_stream_reset_fails_over(pki: Pki, doh: FakeDoh, dot: FakeDot) -> None:
@@ -273,13 +274,15 @@ async def test_matching_pin_is_accepted(pki: Pki, dot: FakeDot) -> None:
     assert r.rcode() == dns.rcode.NOERROR
 
 
-async def test_handshake_timeout_is_servfail_with_ede_22(pki: Pki, dot: FakeDot) -> None:
-    """DoT: the server accepts TCP but never completes TLS: SERVFAIL, EDE 22 saying the
-    handshake timed out; counted as handshake_timeout."""
-    dot.stall_handshake = True
-    async with running(secure_config(pki, "tls", [dot.addr], attempts=1, timeout=0.3)) as srv:
+async def test_handshake_timeout_is_servfail_with_ede_22(pki: Pki,
+                                                        server: FakeDot | FakeDoh) -> None:
+    """DoT/DoH: the server accepts TCP but never completes TLS: SERVFAIL, EDE 22 saying
+    the handshake timed out; counted as handshake_timeout."""
+    server.stall_handshake = True
+    cfg = secure_config(pki, transport_of(server), [address(server)], attempts=1, timeout=0.3)
+    async with running(cfg) as srv:
         r = await query(srv, "udp", "stall.example", use_edns=0)
-        counted = errors(dot, "handshake_timeout")
+        counted = errors(server, "handshake_timeout")
     assert r.rcode() == dns.rcode.SERVFAIL
     (code, text), = ede_of(r)
     assert code == 22
@@ -342,3 +345,4 @@ async def test_failed_connection_is_retried_after_a_backoff(
     assert tried == 1
     assert "(next try in" in ede_of(second)[0][1]
     assert fake.attempts == 2 and r.rcode() == dns.rcode.NOERROR
+
