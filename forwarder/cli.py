@@ -126,10 +126,12 @@ def check_config(path: str, target: bool = True) -> int:
                 f"{p.reason}: create it here, or, if the forwarder runs on another machine, "
                 "check with --not-target")) for p in accounts],
                 cfg.positions)
+        warnings = []
         if cfg.aws is not None:
-            from forwarder.aws import diagnosis
+            from forwarder.aws import diagnosis, gateway
 
-            diagnosis.build(cfg, None)  # aws.ip_ranges must be readable
+            ranges = diagnosis.load_ranges(cfg)  # aws.ip_ranges must be readable
+            warnings = gateway.check(cfg, ranges)
     except ConfigError as e:
         report(e, path)
         return EXIT_CONFIG
@@ -137,6 +139,9 @@ def check_config(path: str, target: bool = True) -> int:
         p = cfg.positions.locate(p)
         print(f"{p.where(path)}: {p.path}: warning: {p.reason}; it must exist on the machine "
               "that runs the forwarder", file=sys.stderr)
+    for p in warnings:
+        p = cfg.positions.locate(p)
+        print(f"{p.where(path)}: {p.path}: warning: {p.reason}", file=sys.stderr)
     print(f"{path}: ok ({len(cfg.rules)} rules, {len(cfg.upstreams)} upstream groups, "
           f"{len(cfg.policies)} policies)")
     for group in cfg.upstreams:

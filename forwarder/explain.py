@@ -189,7 +189,7 @@ def main(name: str, qtype: str, config_path: str) -> int:
     if cfg is None:
         return exits.EXIT_CONFIG
     inventory = None
-    if cfg.aws is not None:  # as the server would: the API, else the state file
+    if cfg.aws is not None and cfg.aws.discovers:  # as the server: the API, else the state file
         from forwarder.aws import commands
 
         inventory = commands.obtain(cfg.aws)

@@ -65,13 +65,15 @@ def build(cfg: model.Config, previous: Runtime | None = None,
     rate-limit buckets and the query log carry over from *previous* where they still fit.
     With an `aws:` section, *inventory* fills in its references first (the runtime's
     `config` is then that concrete configuration). Raises ConfigError when a part cannot
-    be built (a hook file, a hosts file, the query log's file, the ip ranges)."""
+    be built (a hook file, a hosts file, the query log's file, the ip ranges). Gateway
+    entries of `allowed` are filled in from the inventory or the ip ranges."""
     explain = None
     if cfg.aws is not None:
-        from forwarder.aws import diagnosis, rules
+        from forwarder.aws import diagnosis, gateway, rules
 
-        cfg = rules.apply(cfg, inventory)
-        explain = diagnosis.build(cfg, inventory).explain
+        ranges = diagnosis.load_ranges(cfg)
+        cfg = gateway.apply(rules.apply(cfg, inventory), inventory, ranges)
+        explain = diagnosis.build(cfg, inventory, ranges).explain
     router = Router(cfg.rules)
     groups = _groups(cfg, previous)
     zones = local.zones(cfg)

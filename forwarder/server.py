@@ -125,7 +125,7 @@ class Server:
         """Reads the AWS inventory (with an `aws:` section), builds the runtime if not yet
         built (raises ConfigError), binds if not yet bound, starts listening, then the
         background services."""
-        if self.config.aws is not None and self.aws is None:
+        if self.config.aws is not None and self.config.aws.discovers and self.aws is None:
             from forwarder.aws import refresh
 
             self.aws = refresh.RefreshService(self)

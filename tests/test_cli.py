@@ -127,6 +127,30 @@ def test_check_config_accepts_accounts_that_exist(
     assert capsys.readouterr().err == ""
 
 
+RANGES = Path(__file__).resolve().parent / "fixtures" / "ip-ranges.json"
+
+
+@pytest.mark.parametrize(("clients", "warned"), [("", True),
+                                                 (", clients: [10.20.0.0/16]", False)])
+def test_check_config_warns_about_a_gateway_entry_for_on_premises_clients(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], clients: str, warned: bool) -> None:
+    """`aws:gateway:...` is right only for clients inside the VPC: on a rule that answers
+    every client the ACL admits, check-config says so (a warning: exit 0), with its line."""
+    path = tmp_path / "f.yaml"
+    path.write_text(f"aws: {{ip_ranges: {RANGES}}}\n"
+                    f"zones: [{{match: amazonaws.com, upstream: system, policy: p{clients}}}]\n"
+                    "policies: {p: {allowed: [default, 'aws:gateway:s3:ap-northeast-1']}}\n")
+    assert cli.main(["check-config", str(path)]) == 0
+    err = capsys.readouterr().err
+    if warned:
+        assert err.startswith(f"{path}:2:58: zones[0].policy: warning: policy p allows "
+                              "aws:gateway:s3:ap-northeast-1, but rule amazonaws.com has no "
+                              "clients: and answers every client acl.allow admits")
+        assert "on-premises clients need an Interface endpoint" in err
+    else:
+        assert err == ""
+
+
 def test_run_refuses_a_user_that_does_not_exist_before_binding(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "f.yaml"

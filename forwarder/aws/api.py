@@ -11,6 +11,9 @@ and each region of `aws.regions`, read-only calls only:
 - route53resolver:ListResolverEndpoints and ListResolverEndpointIpAddresses: the inbound
   endpoints and their addresses;
 - ec2:DescribeSubnets: the Availability Zone of each inbound endpoint address;
+- ec2:DescribeManagedPrefixLists and GetManagedPrefixListEntries: the AWS-managed prefix
+  lists of S3 and DynamoDB, the networks Gateway endpoints route (once per region: they
+  are the same in every account);
 - sts:GetCallerIdentity (needs no permission) or sts:AssumeRole.
 
 A read is all or nothing: any error raises DiscoveryError and the caller keeps the last
@@ -40,8 +43,10 @@ from forwarder.aws.inventory import (
     InboundEndpoint,
     InterfaceEndpoint,
     Inventory,
+    PrefixList,
     Scope,
 )
+from forwarder.aws.services import GATEWAY_SERVICES
 from forwarder.config import model
 
 # botocore says at INFO level where it found credentials and endpoints, for every session:
@@ -122,10 +127,12 @@ class _Found:
         self.gateway: list[GatewayEndpoint] = []
         self.services: dict[str, EndpointService] = {}
         self.inbound: list[InboundEndpoint] = []
+        self.prefix_lists: dict[str, PrefixList] = {}
 
     def inventory(self, now: float) -> Inventory:
         return Inventory(now, tuple(self.scopes), tuple(self.interface), tuple(self.gateway),
-                         tuple(self.services.values()), tuple(self.inbound))
+                         tuple(self.services.values()), tuple(self.inbound),
+                         tuple(self.prefix_lists.values()))
 
 
 _loader: Any = None
@@ -198,6 +205,23 @@ class _Reader:
                 str(e.get("Status", "")),
                 tuple(Address(ip, a["SubnetId"], zones.get(a["SubnetId"], ""))
                       for a in ips[e["Id"]] for ip in (a.get("Ip"), a.get("Ipv6")) if ip)))
+        if not any(pl.region == region for pl in found.prefix_lists.values()):
+            for pl in self._prefix_lists(ec2, region):  # once per region: AWS's own lists
+                found.prefix_lists[pl.name] = pl
+
+    def _prefix_lists(self, ec2: Any, region: str) -> list[PrefixList]:
+        """The AWS-managed prefix lists of the services with Gateway endpoints."""
+        names = [f"com.amazonaws.{region}.{ipv6}{service}" for service in GATEWAY_SERVICES
+                 for ipv6 in ("", "ipv6.")]
+        out = []
+        for pl in _pages(ec2, "describe_managed_prefix_lists", "PrefixLists",
+                         Filters=[{"Name": "owner-id", "Values": ["AWS"]},
+                                  {"Name": "prefix-list-name", "Values": names}]):
+            entries = _pages(ec2, "get_managed_prefix_list_entries", "Entries",
+                             PrefixListId=pl["PrefixListId"])
+            out.append(PrefixList(pl["PrefixListId"], pl["PrefixListName"], region,
+                                  tuple(e["Cidr"] for e in entries if e.get("Cidr"))))
+        return out
 
     def _enis(self, ec2: Any, ids: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -44,8 +44,8 @@ def main(args: argparse.Namespace, out: TextIO | None = None) -> int:
     cfg = load_or_report(args.config)
     if cfg is None:
         return EXIT_CONFIG
-    if cfg.aws is None:
-        print(f"{args.config}: no aws: section: nothing to discover", file=sys.stderr)
+    if cfg.aws is None or not cfg.aws.discovers:
+        print(f"{args.config}: no aws.regions: nothing to discover", file=sys.stderr)
         return EXIT_CONFIG
     inv = obtain(cfg.aws)
     if inv is None:
@@ -122,6 +122,12 @@ def render(inv: Inventory) -> str:
             name = f" ({r.name})" if r.name else ""
             lines.append(f"    {r.id}{name}  {r.vpc}  {r.status}")
             lines.append(f"      addresses: {_addresses(r.addresses)}")
+    regions = dict.fromkeys(s.region for s in inv.scopes)
+    for region in regions:
+        lists = [p for p in inv.prefix_lists if p.region == region]
+        lines += ["", f"AWS-managed prefix lists in {region} (what Gateway endpoints route): "
+                      f"{len(lists) or 'none'}"]
+        lines += [f"  {p.id}  {p.name}  {', '.join(p.cidrs) or 'no entries'}" for p in lists]
     return "\n".join(lines) + "\n"
 
 

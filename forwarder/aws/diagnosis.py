@@ -140,13 +140,19 @@ class Diagnosis:
         return f"no {label} endpoint in {region} is in the inventory"
 
 
-def build(cfg: model.Config, inv: Inventory | None) -> Diagnosis:
-    """The diagnosis for the runtime of *cfg* (its inventory references made concrete).
-    Raises ConfigError when `aws.ip_ranges` cannot be read."""
-    ranges = None
-    if cfg.aws is not None and cfg.aws.ip_ranges is not None:
-        try:
-            ranges = ipranges.load(cfg.aws.ip_ranges)
-        except ipranges.IpRangesError as e:
-            raise ConfigError(cfg.source, [ConfigProblem("aws.ip_ranges", str(e))]) from None
-    return Diagnosis(cfg, inv, ranges)
+def load_ranges(cfg: model.Config) -> IpRanges | None:
+    """The ranges of `aws.ip_ranges`, if set. Raises ConfigError when they cannot be read."""
+    if cfg.aws is None or cfg.aws.ip_ranges is None:
+        return None
+    try:
+        return ipranges.load(cfg.aws.ip_ranges)
+    except ipranges.IpRangesError as e:
+        raise ConfigError(cfg.source, [ConfigProblem("aws.ip_ranges", str(e))],
+                          cfg.positions) from None
+
+
+def build(cfg: model.Config, inv: Inventory | None, ranges: IpRanges | None = None) -> Diagnosis:
+    """The diagnosis for the runtime of *cfg* (its inventory references made concrete), with
+    *ranges* or else those `aws.ip_ranges` names. Raises ConfigError when they cannot be
+    read."""
+    return Diagnosis(cfg, inv, ranges if ranges is not None else load_ranges(cfg))

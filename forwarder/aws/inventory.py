@@ -3,8 +3,10 @@
 An `Inventory` holds, for each account and region read, the Interface endpoints (service,
 VPC, private DNS on/off and its options, DNS entries, ENI addresses with their subnet and
 Availability Zone), the Gateway endpoints, the private DNS names of the endpoint services
-the Interface endpoints use (AWS services and PrivateLink services alike), and the Route 53
-Resolver inbound endpoints with their addresses. It is read whole and replaced whole.
+the Interface endpoints use (AWS services and PrivateLink services alike), the Route 53
+Resolver inbound endpoints with their addresses, and the AWS-managed prefix lists of the
+services with Gateway endpoints (the addresses a Gateway endpoint's routes carry). It is
+read whole and replaced whole.
 
 The state file is the inventory as JSON (`to_json`/`from_json`), written atomically after
 every successful read and read at start when the AWS API cannot be reached.
@@ -93,6 +95,17 @@ class InboundEndpoint:
 
 
 @dataclass(frozen=True, slots=True)
+class PrefixList:
+    """An AWS-managed prefix list (`com.amazonaws.REGION.s3`): the networks a VPC's route
+    tables send to its Gateway endpoint for that service. The same in every account."""
+
+    id: str
+    name: str
+    region: str
+    cidrs: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Scope:
     """One account and region that was read."""
 
@@ -108,6 +121,7 @@ class Inventory:
     gateway: tuple[GatewayEndpoint, ...] = ()
     services: tuple[EndpointService, ...] = ()
     inbound: tuple[InboundEndpoint, ...] = ()
+    prefix_lists: tuple[PrefixList, ...] = ()
     source: str = field(default="api", compare=False)  # "api" or "state_file"
 
     def age(self, now: float | None = None) -> float:
@@ -130,8 +144,13 @@ class Inventory:
     def same_contents(self, other: Inventory | None) -> bool:
         """Answers whether *other* found the same things (whenever and however read)."""
         return other is not None and (self.scopes, self.interface, self.gateway,
-                                      self.services, self.inbound) == (
-            other.scopes, other.interface, other.gateway, other.services, other.inbound)
+                                      self.services, self.inbound, self.prefix_lists) == (
+            other.scopes, other.interface, other.gateway, other.services, other.inbound,
+            other.prefix_lists)
+
+    def prefix_list(self, name: str) -> PrefixList | None:
+        """The AWS-managed prefix list called *name* (`com.amazonaws.REGION.s3`)."""
+        return next((p for p in self.prefix_lists if p.name == name), None)
 
 
 # --- the state file ----------------------------------------------------------------------------
@@ -166,6 +185,9 @@ def from_json(text: str, source: str = "state_file") -> Inventory:
                            for s in data["services"]),
             inbound=tuple(InboundEndpoint(**{**e, "addresses": addresses(e["addresses"])})
                           for e in data["inbound"]),
+            # a state file written before prefix lists were read has none
+            prefix_lists=tuple(PrefixList(**{**p, "cidrs": tuple(p["cidrs"])})
+                               for p in data.get("prefix_lists", [])),
             source=source,
         )
     except StateFileError:

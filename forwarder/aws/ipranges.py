@@ -61,6 +61,14 @@ class IpRanges:
     def __len__(self) -> int:
         return sum(len(v) for by in self._by_length.values() for v in by.values())
 
+    def prefixes(self, service: str, region: str) -> tuple[str, ...]:
+        """The prefixes published for *service* (as the file names it: S3, DYNAMODB) in
+        *region*, IPv4 first, in address order."""
+        found = {ipaddress.ip_network(r.prefix) for by in self._by_length.values()
+                 for ranges in by.values() for r in ranges
+                 if r.service == service and r.region == region}
+        return tuple(str(n) for n in sorted(found, key=lambda n: (n.version, n)))
+
     def lookup(self, address: str) -> Range | None:
         """The range that best names *address*'s service, or None outside AWS's ranges."""
         try:

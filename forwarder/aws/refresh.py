@@ -93,7 +93,7 @@ class RefreshService:
     async def _run(self) -> None:
         while True:
             settings = self.server.config.aws
-            if settings is None:
+            if settings is None or not settings.discovers:
                 await self._wake.wait()
             else:
                 wait = settings.refresh if self.last_error is None else min(settings.refresh,
@@ -102,7 +102,8 @@ class RefreshService:
                     async with asyncio.timeout(wait):
                         await self._wake.wait()
             self._wake.clear()
-            if self.server.config.aws is not None:
+            settings = self.server.config.aws
+            if settings is not None and settings.discovers:
                 await self.refresh()
 
     def next_attempt(self) -> asyncio.Future[bool]:
@@ -122,7 +123,7 @@ class RefreshService:
 
     async def _refresh(self) -> bool:
         settings = self.server.config.aws
-        if settings is None:
+        if settings is None or not settings.discovers:
             return False
         reloaded, self._reloaded = self._reloaded, False
         try:
@@ -204,7 +205,7 @@ class RefreshService:
         settings = self.server.config.aws
         inv = self.server.inventory
         report: dict[str, Any] = {"last_error": self.last_error}
-        if settings is None:
+        if settings is None or not settings.discovers:  # nothing read from the API
             return True, {**report, "reason": "ok"}
         if inv is None:
             why = f": {self.last_error}" if self.last_error else ""

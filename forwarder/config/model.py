@@ -224,6 +224,15 @@ class Policy:
     ttl: int = setting(30, lo=0, hi=86_400)  # of synthesised answers
     # `rewrite: aws`: the Interface endpoints' ENI addresses (config/aws.py)
     rewrite_from_aws: bool = setting(False, derived=True)
+    # `aws:gateway:SERVICE:REGION` entries of `allowed`, as written (config/aws.py), and
+    # the networks they stand for once made concrete (aws/gateway.py)
+    gateways: tuple[str, ...] = setting((), derived=True)
+    gateway_networks: tuple[str, ...] = setting((), derived=True)
+
+    @property
+    def allowed_networks(self) -> tuple[str, ...]:
+        """Every allowed network: `allowed`, and what its Gateway entries stand for."""
+        return self.allowed + self.gateway_networks if self.gateway_networks else self.allowed
 
 
 @dataclass(frozen=True, slots=True)
@@ -310,7 +319,8 @@ class AwsSettings:
     """The optional `aws:` section: where and how often the AWS inventory is read
     (config/aws.py reads it)."""
 
-    regions: tuple[str, ...] = setting()
+    # the regions whose API is read; none (with ip_ranges): no API read, no boto3 needed
+    regions: tuple[str, ...] = setting(())
     roles: tuple[str, ...] = setting(())  # role ARNs to assume; none: the ambient credentials
     refresh: float = setting(300.0, lo=1.0, kind="duration")  # between inventory reads
     # the last good inventory, used at start when AWS is unreachable
@@ -320,6 +330,11 @@ class AwsSettings:
     # max(1h, 3 refreshes)
     stale_after: float = setting(3600.0, lo=0.0, kind="duration")
     timeout: float = setting(10.0, lo=0.1, kind="duration")  # for each API call
+
+    @property
+    def discovers(self) -> bool:
+        """Answers whether the AWS API is read (some regions are given)."""
+        return bool(self.regions)
 
 
 @dataclass(frozen=True, slots=True)

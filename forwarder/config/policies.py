@@ -25,7 +25,8 @@ def parse(top: Reader) -> tuple[model.Policy, ...]:
         if fields["then"] in (model.Violation.FALLBACK, model.Violation.REWRITE_CNAME):
             r.fail("then", f"{fields['then'].value} cannot follow a fallback")
         out.append(model.Policy(name=str(name), **fields,
-                                rewrite_from_aws=aws.from_inventory(r, "rewrite")))
+                                rewrite_from_aws=aws.from_inventory(r, "rewrite"),
+                                gateways=aws.gateway_references(r)))
     return tuple(out)
 
 
@@ -47,8 +48,8 @@ def _protected(r: Reader) -> tuple[str, ...]:
 def _allowed(r: Reader) -> tuple[str, ...]:
     if not r.has("allowed") or r.data["allowed"] == "default":
         return model.DEFAULT_ALLOWED
-    return tuple(str(n) for n in network_list(r.items("allowed"), r.problems,
-                                              model.DEFAULT_ALLOWED))
+    items = [(path, item) for path, item in r.items("allowed") if not aws.is_gateway(item)]
+    return tuple(str(n) for n in network_list(items, r.problems, model.DEFAULT_ALLOWED))
 
 
 def _rewrites(policy: Reader) -> tuple[tuple[str, model.RewriteTarget], ...]:

@@ -112,7 +112,7 @@ def canary_allowed(policy: model.Policy | None) -> tuple[str, netsets.NetworkSet
     """The name and allowed networks of a canary's policy (canary_policy)."""
     if policy is None:
         return "default", DEFAULT_ALLOWED
-    return policy.name, netsets.NetworkSet.parse(policy.allowed)
+    return policy.name, netsets.NetworkSet.parse(policy.allowed_networks)
 
 
 async def check_canary(group: Group, canary: model.Canary, policy: str,

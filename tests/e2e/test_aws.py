@@ -286,6 +286,8 @@ def test_aws_check_names_the_gateway_only_s3_vpc(moto_server: World, tmp_path: P
     out = capsys.readouterr().out
     assert f"{gateway}  S3  {vpc.id}  available" in out
     assert f"{inbound} (onprem-in)  {vpc.id}  OPERATIONAL" in out
+    assert f"AWS-managed prefix lists in {REGION} (what Gateway endpoints route): 2" in out
+    assert f"com.amazonaws.{REGION}.s3  52.216.0.0/15, " in out
 
 
 def test_aws_commands_fall_back_to_the_state_file(tmp_path: Path,

@@ -65,11 +65,12 @@ class AnswerPolicy:
         self._explain = explain
         self.name = cfg.name
         self.protected: judging.Protected = names.SuffixTable((s, s) for s in cfg.protected)
-        self.allowed = netsets.NetworkSet.parse(cfg.allowed)
+        self.allowed = netsets.NetworkSet.parse(cfg.allowed_networks)
         self.monitor_only = cfg.mode is model.PolicyMode.MONITOR
         self.mode = cfg.mode.value
         self._tokens = judging.label_tokens(self.protected)
-        self._allowed_text = shorten([str(n) for n in self.allowed], _SHOWN_NETWORKS)
+        shown = [str(n) for n in netsets.NetworkSet.parse(cfg.allowed)] + list(cfg.gateways)
+        self._allowed_text = shorten(shown, _SHOWN_NETWORKS)
         self.exact: dict[str, tuple[str, model.RewriteTarget]] = {}
         self.wildcards: dict[str, tuple[str, model.RewriteTarget]] = {}
         for key, target in cfg.rewrite:

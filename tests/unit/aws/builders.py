@@ -10,6 +10,7 @@ from forwarder.aws.inventory import (
     InboundEndpoint,
     InterfaceEndpoint,
     Inventory,
+    PrefixList,
     Scope,
 )
 
@@ -43,6 +44,12 @@ def inbound(id: str = "rslvr-in-0001", vpc: str = "vpc-0abc",
                                  for i, ip in enumerate(ips)))
 
 
+def prefix_list(service: str = "s3", cidrs: tuple[str, ...] = (
+        "52.219.0.0/20", "52.219.128.0/17", "3.5.152.0/21"), id: str = "pl-61a54008",
+        region: str = REGION) -> PrefixList:
+    return PrefixList(id, f"com.amazonaws.{region}.{service}", region, cidrs)
+
+
 def inventory(*items: object, services: tuple[EndpointService, ...] = (),
               fetched_at: float = 1_700_000_000.0) -> Inventory:
     return Inventory(
@@ -50,4 +57,5 @@ def inventory(*items: object, services: tuple[EndpointService, ...] = (),
         interface=tuple(i for i in items if isinstance(i, InterfaceEndpoint)),
         gateway=tuple(i for i in items if isinstance(i, GatewayEndpoint)),
         services=services,
-        inbound=tuple(i for i in items if isinstance(i, InboundEndpoint)))
+        inbound=tuple(i for i in items if isinstance(i, InboundEndpoint)),
+        prefix_lists=tuple(i for i in items if isinstance(i, PrefixList)))

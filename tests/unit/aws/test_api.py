@@ -78,3 +78,17 @@ def test_roles_are_assumed_and_name_the_account(moto_world: World) -> None:
     inv = api.discover(model.AwsSettings(regions=(REGION,), roles=(role,)))
     assert [s.account for s in inv.scopes] == ["111122223333"]
     assert [(g.id, g.account) for g in inv.gateway] == [(gateway, "111122223333")]
+
+
+def test_the_managed_prefix_lists_of_gateway_services_are_read_once_per_region(
+        moto_world: World) -> None:
+    """AWS's own lists, the same in every account: S3's and DynamoDB's, with their
+    networks (moto's defaults), and no other list."""
+    role = "arn:aws:iam::111122223333:role/forwarder-discovery"
+    moto_world.assume(role)
+    inv = api.discover(model.AwsSettings(regions=(REGION,), roles=(role, role)))
+    assert sorted(p.name for p in inv.prefix_lists) == [
+        f"com.amazonaws.{REGION}.dynamodb", f"com.amazonaws.{REGION}.s3"]
+    s3 = inv.prefix_list(f"com.amazonaws.{REGION}.s3")
+    assert s3 is not None and s3.region == REGION and s3.id.startswith("pl-")
+    assert "52.216.0.0/15" in s3.cidrs

@@ -52,7 +52,9 @@ def world(moto_world: World) -> World:
 def test_the_documented_policy_is_enough(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     inv = read_as_user(world, POLICY, monkeypatch)
     assert inv.counts() == {"interface": 1, "gateway": 1, "inbound": 1}
-    assert all(a.startswith(("ec2:Describe", "route53resolver:List")) for a in ACTIONS)
+    assert inv.prefix_list(f"com.amazonaws.{REGION}.s3") is not None
+    assert all(a.startswith(("ec2:Describe", "ec2:Get", "route53resolver:List"))
+               for a in ACTIONS)
 
 
 @pytest.mark.parametrize("action", ACTIONS)

@@ -16,7 +16,7 @@ def full() -> inventory.Inventory:
     return b.inventory(
         b.interface("vpce-0s3", dns_names=("vpce-0s3-x.s3.ap-northeast-1.vpce.amazonaws.com",),
                     dns_record_ip_type="ipv4", private_dns_only_for_inbound=True),
-        b.gateway(), b.inbound(),
+        b.gateway(), b.inbound(), b.prefix_list(),
         services=(EndpointService(b.S3, b.REGION, "amazon", ("s3.ap-northeast-1.amazonaws.com",
                                                              "*.s3.ap-northeast-1.amazonaws.com")),))
 
@@ -62,3 +62,14 @@ def test_a_bad_state_file_is_an_error_naming_it(tmp_path: Path, content: str | N
 
 def test_the_json_names_its_format() -> None:
     assert json.loads(inventory.to_json(full()))["format"] == inventory.FORMAT
+
+
+def test_a_state_file_from_before_prefix_lists_still_reads(tmp_path: Path) -> None:
+    """Prefix lists came later: a state file without them is the same inventory, none."""
+    path = tmp_path / "aws-inventory.json"
+    inventory.write_state(str(path), full())
+    data = json.loads(path.read_text())
+    data.pop("prefix_lists")
+    path.write_text(json.dumps(data))
+    back = inventory.read_state(str(path))
+    assert back.prefix_lists == () and back.gateway == full().gateway

@@ -129,3 +129,86 @@ def test_a_reference_to_something_else_is_an_error(server: str) -> None:
     """)
     assert found[0] == (f"upstreams.r53.servers[0]: {server!r}: expected aws:inbound/ID or "
                         "aws:inbound/NAME of a Route 53 Resolver inbound endpoint")
+
+
+# --- aws:gateway:SERVICE:REGION in a policy's allowed, and the section without regions ----
+
+
+GATEWAY = """
+zones:
+  - {match: amazonaws.com, upstream: system, policy: in-vpc, clients: [10.20.0.0/16]}
+policies:
+  in-vpc:
+    allowed: [default, "aws:gateway:s3:ap-northeast-1", AWS:Gateway:DynamoDB:ap-northeast-1,
+              "aws:gateway:s3:ap-northeast-1"]
+"""
+
+
+def test_gateway_entries_are_kept_apart_from_the_networks() -> None:
+    """The entries are normalised and kept once; `allowed` holds only the networks until
+    the runtime fills in what the entries stand for."""
+    cfg = config.load_text(GATEWAY + "aws: {ip_ranges: /etc/forwarder/ip-ranges.json}\n",
+                           "t.yaml")
+    policy = cfg.policy_named("in-vpc")
+    assert policy is not None
+    assert policy.gateways == ("aws:gateway:s3:ap-northeast-1",
+                               "aws:gateway:dynamodb:ap-northeast-1")
+    assert policy.allowed == model.DEFAULT_ALLOWED
+    assert policy.gateway_networks == () and policy.allowed_networks == model.DEFAULT_ALLOWED
+
+
+def test_a_section_with_only_ip_ranges_reads_no_api_and_needs_no_boto3(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    cfg = config.load_text(GATEWAY + "aws: {ip_ranges: /etc/forwarder/ip-ranges.json}\n",
+                           "t.yaml")
+    assert cfg.aws is not None and cfg.aws.regions == () and not cfg.aws.discovers
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ("", "policies.in-vpc.allowed: aws:gateway:s3:ap-northeast-1 needs the aws: section: "
+         "ip_ranges (AWS's published ranges) or regions (to read the managed prefix lists)"),
+    ("aws: {regions: [us-east-1]}",
+     "policies.in-vpc.allowed: aws:gateway:s3:ap-northeast-1: ap-northeast-1 is not among "
+     "aws.regions and aws.ip_ranges is not set: nothing says which addresses its Gateway "
+     "endpoint routes"),
+])
+def test_a_gateway_entry_needs_a_source_for_its_region(section: str, expected: str) -> None:
+    assert expected in problems(GATEWAY + section + "\n")
+
+
+def test_a_gateway_entry_in_a_discovered_region_needs_no_ip_ranges() -> None:
+    cfg = config.load_text(GATEWAY + "aws: {regions: [ap-northeast-1]}\n", "t.yaml")
+    assert cfg.aws is not None and cfg.aws.discovers
+
+
+@pytest.mark.parametrize("entry", ["aws:gateway:s3", "aws:gateway:ssm:ap-northeast-1",
+                                   "aws:gateway:s3:tokyo", "aws:gateway:s3:ap-northeast-1:x"])
+def test_a_malformed_gateway_entry_is_named(entry: str) -> None:
+    found = problems(f"""
+        zones: [{{match: ., upstream: system, policy: p}}]
+        policies:
+          p: {{allowed: [default, "{entry}"]}}
+        aws: {{ip_ranges: /x.json}}
+    """)
+    assert found == [f"policies.p.allowed[1]: {entry!r}: expected aws:gateway:SERVICE:REGION "
+                     "with SERVICE s3 or dynamodb (the services with Gateway endpoints), e.g. "
+                     "aws:gateway:s3:ap-northeast-1"]
+
+
+def test_inventory_references_need_regions_not_only_ip_ranges() -> None:
+    found = problems("""
+        upstreams:
+          r53: {servers: [aws:inbound/rslvr-in-1]}
+        zones:
+          - {match: amazonaws.com, upstream: r53, policy: p}
+        policies:
+          p: {on_violation: rewrite, rewrite: aws}
+        aws: {ip_ranges: /x.json}
+    """)
+    assert found == [
+        "upstreams.r53.servers: aws:inbound/rslvr-in-1 needs aws.regions: the AWS inventory "
+        "is read from the API of those regions",
+        "policies.p.rewrite: rewrite: aws needs aws.regions: the AWS inventory is read from "
+        "the API of those regions",
+    ]
