@@ -53,14 +53,25 @@ class _Names:
     labels: list[int]  # offsets of the labels of its names: where a pointer may aim
 
 
-def _walk_name(wire: bytes, off: int, found: _Names) -> int:
-    """Walks the (checked) name at *off* in place, noting its labels and pointer; answers
-    its end."""
+class _NotAName(Exception):
+    """RDATA that a layout says holds a name does not (a type the reader checks as opaque
+    data, as dnspython does: MB, MD, NXT, ...)."""
+
+
+def _walk_name(wire: bytes, off: int, found: _Names, end: int) -> int:
+    """Walks the name at *off* in place, within *end*, noting its labels and pointer;
+    answers its end. Raises _NotAName when there is no name there."""
     while True:
+        if off >= end:
+            raise _NotAName
         length = wire[off]
         if length >= 0xC0:
+            if off + 2 > end:
+                raise _NotAName
             found.pointers.append(off)
             return off + 2
+        if length > 63:
+            raise _NotAName
         found.labels.append(off)  # the root label too: a pointer may aim at it
         if length == 0:
             return off + 1
@@ -69,17 +80,21 @@ def _walk_name(wire: bytes, off: int, found: _Names) -> int:
 
 def _names_of(wire: bytes, rec: Record) -> _Names:
     found = _Names([], [])
-    _walk_name(wire, rec[R_START], found)
+    _walk_name(wire, rec[R_START], found, rec[R_RDATA])
     rd, end = rec[R_RDATA], rec[R_END]
-    for step in _NAME_LAYOUTS.get(rec[R_TYPE], ()):
-        if rd >= end:
-            break
-        if step == "n":
-            rd = _walk_name(wire, rd, found)
-        elif step == "s":
-            rd += 1 + wire[rd]
-        else:
-            rd += step  # type: ignore[operator]
+    owner = _Names(list(found.pointers), list(found.labels))
+    try:
+        for step in _NAME_LAYOUTS.get(rec[R_TYPE], ()):
+            if rd >= end:
+                break
+            if step == "n":
+                rd = _walk_name(wire, rd, found, end)
+            elif step == "s":
+                rd += 1 + wire[rd]
+            else:
+                rd += step  # type: ignore[operator]
+    except _NotAName:  # opaque data: nothing in it to move, only the owner's name
+        return owner
     return found
 
 
@@ -123,7 +138,7 @@ def remove(index: Index, drop: list[Record]) -> bytes:
     question = _Names([], [])
     off = 12
     for _ in range(_unpack_header(wire, 0)[2]):
-        off = _walk_name(wire, off, question) + 4
+        off = _walk_name(wire, off, question, len(wire)) + 4
     kept = [question] + [_names_of(wire, r) for r in index.records if r[R_START] not in gone]
     targets = {label for names in kept for label in names.labels}
     removed = sorted((r[R_START], r[R_END]) for r in drop)

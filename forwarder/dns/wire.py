@@ -190,12 +190,13 @@ def upstream_query(ident: int, flags: int, question: bytes, do: bool) -> bytes:
 
 
 def reply_matches(data: bytes, ident: int, qname: bytes, qtype: int, qclass: int) -> bool:
-    """Answers whether *data* is a response to our query: ID, QR and question (name
-    case-insensitive, type, class) must match. Source address is checked by the socket."""
+    """Answers whether *data* is a response to our query: ID, QR, opcode QUERY (ours
+    always is) and question (name case-insensitive, type, class) must match. Source
+    address is checked by the socket."""
     if len(data) < 12 + len(qname) + 4:
         return False
     rid, flags, qdcount = struct.unpack_from("!HHH", data)
-    if rid != ident or not flags & QR or qdcount != 1:
+    if rid != ident or not flags & QR or flags & OPCODE_MASK or qdcount != 1:
         return False
     end = 12 + len(qname)
     if data[12:end].lower() != qname:
@@ -237,14 +238,15 @@ def finish(
 ) -> bytes:
     """Turns an internal reply (no OPT, any ID) into the bytes sent to the client.
 
-    Patches the client's ID, RD and CD bits (RFC 4035 3.2.2: CD is copied from the query,
-    whatever the upstream's reply said) and question bytes (the client's letter case),
+    Patches the client's ID, opcode, RD and CD bits (RFC 4035 3.2.2: CD is copied from the
+    query, whatever the upstream's reply said) and question bytes (the client's letter case),
     clears AD unless the client asked for it (DO or AD), adds our OPT when the client sent
     EDNS, and truncates to *udp_size* (0 for TCP: the 65,535 bytes a length prefix can
     carry) with TC set and the question kept.
     """
     flags = U16.unpack_from(reply_wire, 2)[0]
-    flags = (flags & ~(RD | CD | 0xF)) | (q_flags & (RD | CD)) | (rcode & 0xF) | QR | RA
+    flags = ((flags & ~(OPCODE_MASK | RD | CD | 0xF)) | (q_flags & (OPCODE_MASK | RD | CD))
+             | (rcode & 0xF) | QR | RA)
     if not (do or q_flags & AD):
         flags &= ~AD
     ar = U16.unpack_from(reply_wire, 10)[0]
