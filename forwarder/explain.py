@@ -141,6 +141,10 @@ def _verdict(cfg: model.Config, q: Query, reply: Reply) -> str:
     if rule is None or rule.action is model.RuleAction.REFUSE:
         return "none: the query is refused before any answer is judged"
     if rule.action is model.RuleAction.LOCAL:
+        if reply.verdict is not None:  # a CNAME out of the zone, followed and judged
+            action = f": {reply.action}" if reply.verdict == "violation" else ""
+            return (f"{reply.verdict}{action}, by the policy of the rule that routes the "
+                    "CNAME target (see the steps)")
         return "none: local records are not judged"
     if rule.policy is None:
         return "none: this rule has no answer policy"

@@ -155,3 +155,29 @@ async def test_cli_explain_local_name(tmp_path: Path) -> None:
     out, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 0, err.decode()
     assert "internal.example.com. 300 IN A 10.0.100.21" in out.decode()
+
+
+async def test_a_local_cname_out_of_the_zone_shows_the_target_judged(
+        upstream: FakeUpstream) -> None:
+    """Explain a PrivateLink alias: the local CNAME, the target's rule and server, the
+    target's policy verdict and the whole answer."""
+    vpce = "vpce-0def-abc.vpce-svc-0123.ap-northeast-1.vpce.amazonaws.com"
+    upstream.handler = answers({(vpce, "A"): ["A 10.0.5.10"]})
+    cfg = config_mod.from_data(forwarder_config(
+        {"r53-inbound": [upstream.addr]},
+        zones=[{"match": "amazonaws.com", "upstream": "r53-inbound", "policy": "private-only"},
+               {"match": "internal.example.com", "records": [
+                   {"name": "portal.internal.example.com", "type": "CNAME", "value": vpce}]}],
+        policies=POLICIES), "explain.yaml")
+    code, lines = await run(cfg, "portal.internal.example.com")
+    assert code == 0
+    assert "verdict:      pass, by the policy of the rule that routes the CNAME target (see " \
+           "the steps)" in lines
+    assert section(lines, "final answer:") == [
+        "final answer: NOERROR, answered by local",
+        f"portal.internal.example.com. 300 IN CNAME {vpce}.", f"{vpce}. 300 IN A 10.0.5.10"]
+    steps = section(lines, "steps:")
+    assert f"3. CNAME target {vpce} leaves the local zone: rule zones[0] match " \
+           "'amazonaws.com'" in steps
+    assert any(step.startswith(f"5. policy private-only: {vpce} is protected") or
+               step.startswith(f"6. policy private-only: {vpce} is protected") for step in steps)

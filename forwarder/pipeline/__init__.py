@@ -4,6 +4,9 @@
         -> cache -> upstream group (identical queries share one fetch) -> answer policy
         -> hooks.on_response -> cache store
 
+A local answer whose CNAME chain leaves its zone goes on as a resolution too: the target
+is resolved through the rule that routes it (pipeline/chase.py).
+
 Listeners hand each query to `Pipeline.handle` and get a reply at once (everything up to
 a cache hit is synchronous: no task, no await) or None: then the query goes on as a
 `Resolution` (pipeline/resolution.py), which answers the listener exactly once through
@@ -25,6 +28,7 @@ from forwarder.pipeline.accounting import Accounting
 from forwarder.pipeline.resolution import Resolution
 from forwarder.query import Query, Reply, error_reply
 from forwarder.runtime import Runtime, RuntimeHolder
+from forwarder.stages.local import Leaving
 
 __all__ = ["Accounting", "Client", "Pipeline"]
 
@@ -91,7 +95,8 @@ class Pipeline:
 
     def answer_here(self, rt: Runtime, q: Query) -> Reply | None:
         """The synchronous stages after the hooks: the zone rule (refuse, local records)
-        and the cache. None: the query must go upstream."""
+        and the cache. None: the query must go upstream, or its local CNAME chain leaves
+        the zone (a Resolution follows it)."""
         rule = q.rule or rt.router.route(q.qname, q.qtype, q.client[0])
         if rule is None:
             q.note("no zone rule matches: REFUSED")
@@ -104,7 +109,8 @@ class Pipeline:
             return error_reply(q, wire.Rcode.REFUSED, wire.Ede.PROHIBITED,
                                f"refused by rule {rule.name}", by="router")
         if rule.action is RuleAction.LOCAL:
-            return rt.local[rule.index].answer(q)
+            reply = rt.local[rule.index].answer(q)
+            return None if type(reply) is Leaving else reply
         if rt.cache is not None:
             return rt.cache.get(q)
         return None

@@ -10,7 +10,8 @@ try is made from the listener's reader callback, and the upstream socket's reade
 callback judges, stores and answers the reply (`replied`). Anything else (a failed try,
 a policy action that must ask again, hooks) goes on in a task, from where it stands.
 Either way the step after an upstream answer (judge, enforce, store) is `_conclude`, and
-the end is `_done`.
+the end is `_done`. A local answer whose CNAME chain leaves its zone is followed in a task
+(pipeline/chase.py), each target resolved by a Resolution of its own (`target`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from forwarder import metrics
 from forwarder.config.model import RuleAction
 from forwarder.dns import wire
 from forwarder.errors import UpstreamError
+from forwarder.pipeline.chase import follow as follow_cname
 from forwarder.query import Query, Reply, error_reply
 from forwarder.runtime import Runtime
 from forwarder.upstream.group import Attempts, FirstTry, Group
@@ -144,10 +146,27 @@ class Resolution(FirstTry):
                 if q.rule is None or q.rule.action is RuleAction.REFUSE:
                     return here  # the forwarder's own refusal, not an answer
                 return await hooks.on_response(q, here)  # cache hit or local records
-        reply = await self._upstream()
+        if q.rule is not None and q.rule.action is RuleAction.LOCAL:
+            reply = await follow_cname(self)  # a local CNAME chain leaves its zone
+        else:
+            reply = await self._upstream()
         if hooks is not None:
             reply = await hooks.on_response(q, reply)
         return reply
+
+    async def target(self) -> Reply:
+        """Answers this query, a CNAME target followed for another one (chase.follow), as
+        its own forwarding rule would: refusal, the cache, the upstream group and the rule's
+        policy (no hooks). A failure is its reply (SERVFAIL, or a stale answer)."""
+        try:
+            here = self.pipeline.answer_here(self.rt, self.q)
+            if here is not None:
+                return here
+            return await self._upstream()
+        except Exception as e:
+            return self.pipeline.failure(self.rt, self.q, e)
+        finally:
+            self._leave()
 
     async def _upstream(self, store: bool = True) -> Reply:
         """The answer from the query's upstream group (shared with identical queries in

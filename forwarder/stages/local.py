@@ -4,7 +4,9 @@ A rule with records is a small authoritative zone whose apex is the rule's `matc
 
 - a name with records of the asked type gets them (AA set, each record's own TTL);
 - a name with a CNAME gets the CNAME, and when the target is served by the same zone the
-  chain is followed (at most `MAX_CHAIN` hops) and the target's records are added;
+  chain is followed (at most `MAX_CHAIN` hops) and the target's records are added; when
+  the chain leaves the zone, the answer is a `Leaving` reply naming the target, which the
+  pipeline follows through the rule that routes it (pipeline/chase.py);
 - a name under the zone with no records gets NXDOMAIN, a name that exists (it has other
   records, it is the apex, or it has names below it) gets NODATA; both carry the zone's
   SOA in the authority section (owner = `match`, TTL and MINIMUM = the rule's `ttl`);
@@ -52,6 +54,17 @@ _SOA_TIMERS = struct.Struct("!IIIII")
 SOA_SERIAL, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE = 1, 3600, 600, 86_400
 
 
+class Leaving(Reply):
+    """A local answer whose CNAME chain leaves the zone: the CNAMEs so far, and the name
+    the chain goes on with, which another rule routes (pipeline/chase.py follows it)."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, wire: bytes, rcode: int, target: bytes) -> None:
+        super().__init__(wire, rcode, "local")
+        self.target = target  # wire name, lower case
+
+
 @dataclass(frozen=True, slots=True)
 class _Packed:
     """One answer for any query name: header without question, and the sections after it."""
@@ -60,17 +73,21 @@ class _Packed:
     head_cd: bytes  # the same with CD set (RFC 4035 3.2.2: copied from the query)
     tail: bytes
     rcode: int
+    leaves: bytes | None = None  # where the CNAME chain leaves the zone
 
     def reply(self, q: Query) -> Reply:
         head = self.head_cd if q.cd else self.head
+        if self.leaves is not None:
+            return Leaving(head + q.question + self.tail, self.rcode, self.leaves)
         return Reply(head + q.question + self.tail, self.rcode, "local")
 
 
-def _packed(rcode: int, answer: list[bytes], authority: list[bytes]) -> _Packed:
+def _packed(rcode: int, answer: list[bytes], authority: list[bytes],
+            leaves: bytes | None = None) -> _Packed:
     flags = wire.QR | wire.AA | wire.RA | rcode
     counts = (1, len(answer), len(authority), 0)
     return _Packed(wire.HEADER.pack(0, flags, *counts), wire.HEADER.pack(0, flags | wire.CD,
-                   *counts), b"".join(answer) + b"".join(authority), rcode)
+                   *counts), b"".join(answer) + b"".join(authority), rcode, leaves)
 
 
 class _Node:
@@ -149,7 +166,8 @@ class LocalZone:
             apex_node.answers[TYPE_SOA] = apex_soa
         for key, node in self._exact.items():
             for qtype, packed in node.answers.items():
-                if qtype != _OTHER:  # the question is patched to the client's by finish()
+                if qtype != _OTHER and packed.leaves is None:
+                    # the question is patched to the client's by finish()
                     question = wire.question_of(key, qtype, CLASS_IN)
                     node.replies[qtype] = Reply(packed.head + question + packed.tail,
                                                 packed.rcode, "local")
@@ -228,8 +246,8 @@ class LocalZone:
         target = start.cname
         assert target is not None
         for _ in range(MAX_CHAIN):
-            if not self._serves(target, carved):
-                return _packed(wire.Rcode.NOERROR, answer, [])  # the client resolves the rest
+            if not self._serves(target, carved):  # the rule that routes it goes on
+                return _packed(wire.Rcode.NOERROR, answer, [], leaves=target)
             node = self._find(target)
             if node is None:
                 rcode = wire.Rcode.NOERROR if target in self._existing else wire.Rcode.NXDOMAIN

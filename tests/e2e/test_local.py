@@ -77,16 +77,19 @@ async def test_cname_is_chased_inside_the_zone(upstream: FakeUpstream, transport
     assert addresses(r) == ["10.0.100.21", "10.0.100.22"]
 
 
-async def test_cname_out_of_the_zone_is_not_chased(upstream: FakeUpstream,
-                                                   transport: str) -> None:
-    """A CNAME to a name the zone does not serve is answered alone: the client resolves
-    the target itself, and the forwarder does not ask the upstream on its behalf."""
+async def test_cname_out_of_the_zone_is_followed_through_its_rule(
+        upstream: FakeUpstream, transport: str) -> None:
+    """A CNAME to a name the zone does not serve is followed through the rule that routes
+    the target (here `.`, to corp), as a resolver would: the CNAME, then the target's A
+    record (tests/e2e/test_local_chase.py has the rest)."""
     async with running(local_config(upstream, records=RECORDS)) as srv:
         r = await query(srv, transport, "files.internal.example.com", "A")
     assert r.rcode() == dns.rcode.NOERROR
-    assert [rrset.rdtype for rrset in r.answer] == [dns.rdatatype.CNAME]
-    assert r.authority == []
-    assert upstream.received == []
+    assert [rrset.rdtype for rrset in r.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert addresses(r) == ["192.0.2.1"]
+    assert not r.flags & dns.flags.AA  # the target's answer is not this zone's
+    assert [rx.message.question[0].name.to_text() for rx in upstream.received] == [
+        "files-bucket.s3.ap-northeast-1.amazonaws.com."]
 
 
 async def test_wildcard_matches_names_without_records(upstream: FakeUpstream,
@@ -211,7 +214,8 @@ async def test_longest_suffix_decides_between_local_and_forward(
         upstream: FakeUpstream, upstream2: FakeUpstream, transport: str) -> None:
     """A local rule for internal.example.com beside forward rules for example.com and
     aws.internal.example.com: each name goes to the rule with the longest matching suffix,
-    and a local CNAME into the more specific forwarded zone is not chased locally."""
+    and a local CNAME into the more specific forwarded zone is followed through that zone's
+    rule, not answered locally."""
     cfg = forwarder_config(
         {"corp": [upstream.addr], "aws": [upstream2.addr]},
         zones=[{"match": "example.com", "upstream": "corp"},
@@ -228,10 +232,11 @@ async def test_longest_suffix_decides_between_local_and_forward(
     assert addresses(local) == ["10.0.100.21"] and local.flags & dns.flags.AA
     assert addresses(forwarded) == ["192.0.2.1"] and not forwarded.flags & dns.flags.AA
     assert addresses(deeper) == ["192.0.2.1"]
-    assert [rrset.rdtype for rrset in alias.answer] == [dns.rdatatype.CNAME]
-    assert alias.authority == []
+    assert [rrset.rdtype for rrset in alias.answer] == [dns.rdatatype.CNAME, dns.rdatatype.A]
+    assert addresses(alias) == ["192.0.2.1"]
     assert [rx.message.question[0].name.to_text() for rx in upstream.received] == [
         "www.example.com."]
+    # the alias's target was answered from the cache the direct query filled
     assert [rx.message.question[0].name.to_text() for rx in upstream2.received] == [
         "db.aws.internal.example.com."]
 

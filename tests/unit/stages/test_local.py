@@ -175,6 +175,36 @@ def test_chain_stops_at_a_more_specific_rule() -> None:
     assert msg.rcode() == dns.rcode.NOERROR and msg.authority == []
 
 
+@pytest.mark.parametrize(("name", "rdtype"), [("a.zone.example", "A"),
+                                              ("a.zone.example", "MX"),
+                                              ("w.zone.example", "AAAA")])
+def test_a_chain_that_leaves_the_zone_names_where_it_goes_on(name: str, rdtype: str) -> None:
+    """The pipeline follows the target through its own rule (pipeline/chase.py): the zone's
+    answer says where, for every type it chases, exact names and wildcards alike."""
+    zone = build([rec("a.zone.example", "CNAME", "b.zone.example"),
+                  rec("b.zone.example", "CNAME", "Target.Elsewhere.example"),
+                  rec("*.zone.example", "CNAME", "a.zone.example")])
+    msg = dns.message.make_query(name, rdtype)
+    q = Query.from_wire(msg.to_wire(), ("127.0.0.1", 1), "udp", 0.0)
+    for _ in range(2):  # not a shared prebuilt reply: each query gets its own
+        reply = zone.answer(q)
+        assert isinstance(reply, local.Leaving)
+        assert reply.target == b"\x06target\x09elsewhere\x07example\x00"
+
+
+def test_chains_that_stay_or_stop_in_the_zone_do_not_leave() -> None:
+    zone = build([rec("a.zone.example", "CNAME", "b.zone.example"),
+                  rec("b.zone.example", "A", "10.0.0.2"),
+                  rec("c.zone.example", "CNAME", "x.zone.example")])
+    for name in ("a.zone.example", "c.zone.example"):  # an answer; NXDOMAIN in the zone
+        q = Query.from_wire(dns.message.make_query(name, "A").to_wire(), ("127.0.0.1", 1),
+                            "udp", 0.0)
+        assert not isinstance(zone.answer(q), local.Leaving)
+    cname = Query.from_wire(dns.message.make_query("a.zone.example", "CNAME").to_wire(),
+                            ("127.0.0.1", 1), "udp", 0.0)
+    assert not isinstance(zone.answer(cname), local.Leaving)  # the CNAME itself was asked
+
+
 def test_long_chain_is_cut_at_the_hop_limit() -> None:
     hops = local.MAX_CHAIN + 2
     records = [rec(f"n{i}.zone.example", "CNAME", f"n{i + 1}.zone.example") for i in range(hops)]
