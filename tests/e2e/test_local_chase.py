@@ -194,7 +194,7 @@ async def test_the_targets_answer_is_cached_under_its_own_rule(r53: FakeUpstream
     async with running(setup(r53)) as srv:
         for name in ("saas.example.com", "portal.example.com", VPCE):
             got = await ask(srv, "udp", name)
-            assert got.answer[-1][0].to_text() == "10.0.5.10"
+            assert sorted(rd.to_text() for rd in got.answer[-1]) == ["10.0.5.10", "10.0.6.10"]
     assert asked(r53) == [VPCE]
 
 
