@@ -268,18 +268,8 @@ class LocalZone:
     def _serves(self, name: bytes, carved: tuple[bytes, ...]) -> bool:
         """Answers whether *name* is in this zone: under the apex, and not under the match
         of a more specific rule."""
-        return _under(name, self._apex) and not any(_under(name, c) for c in carved)
-
-
-def _under(name: bytes, suffix: bytes) -> bool:
-    """Answers whether the wire name *name* equals *suffix* or lies under it, label-wise."""
-    if not name.endswith(suffix):
-        return False
-    end = len(name) - len(suffix)
-    off = 0
-    while off < end:
-        off += name[off] + 1
-    return off == end
+        under = names.is_under
+        return under(name, self._apex) and not any(under(name, c) for c in carved)
 
 
 def _rdata(rec: model.LocalRecord) -> bytes:
