@@ -89,7 +89,7 @@ def fuzzed(rx: Received) -> bytes | None:
 def config(upstream: str) -> dict[str, Any]:
     return {
         "listen": [{"address": "127.0.0.1", "port": 0}],
-        "upstreams": {"up": {"servers": [upstream], "timeout": 0.3, "attempts": 1,
+        "upstreams": {"up": {"servers": [upstream], "timeout": 0.1, "attempts": 1,
                              "health_check": {"enabled": False}}},
         "zones": [{"match": "amazonaws.com", "upstream": "up", "policy": "strip"},
                   {"match": "api.aws", "upstream": "up", "policy": "servfail"},
