@@ -15,7 +15,7 @@ from forwarder.errors import ConfigError
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MISMATCH = 0, 1, 2, 3
 
 
-CANCEL_GRACE = 1.0  # seconds the tasks left when the process ends have to finish
+CANCEL_GRACE = 0.25  # seconds the tasks left when the process ends have to finish
 
 
 def run_loop(coro: Coroutine[Any, Any, int]) -> int:
