@@ -72,7 +72,7 @@ class Reply:
     dataclass costs several times more to build)."""
 
     __slots__ = ("action", "answered_by", "cached", "ede", "index", "rcode", "server",
-                 "upstream", "verdict", "wire")
+                 "upstream", "verdict", "violations", "wire")
 
     def __init__(self, wire: bytes, rcode: int, answered_by: str,
                  ede: tuple[tuple[int, str], ...] = (), server: str | None = None,
@@ -86,10 +86,12 @@ class Reply:
         self.cached = cached  # a fresh cache hit: (its stages.cache.Entry, the second aged to)
         # the outcome, set once by the step that concludes the query, before anyone else
         # sees the reply: the answer policy's verdict ("pass", "violation",
-        # "not_protected") and action ("pass", "rewrite", "servfail", ...), and the
-        # upstream's own reply when the policy answered with another one
+        # "not_protected") and action ("pass", "rewrite", "servfail", ...) with the
+        # addresses that violated it, and the upstream's own reply when the policy
+        # answered with another one
         self.verdict: str | None = None
         self.action: str | None = None
+        self.violations: tuple[str, ...] = ()
         self.upstream: Reply | None = None
 
     def __repr__(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from forwarder import querylog
+from forwarder.aws import advice
 from forwarder.config import model
 from forwarder.hooks import runner as hook_runner
 from forwarder.stages import cache as cache_stage
@@ -67,13 +68,14 @@ def build(cfg: model.Config, previous: Runtime | None = None,
     `config` is then that concrete configuration). Raises ConfigError when a part cannot
     be built (a hook file, a hosts file, the query log's file, the ip ranges). Gateway
     entries of `allowed` are filled in from the inventory or the ip ranges."""
-    explain = None
+    diagnosed = None
     if cfg.aws is not None:
         from forwarder.aws import diagnosis, gateway, rules
 
         ranges = diagnosis.load_ranges(cfg)
         cfg = gateway.apply(rules.apply(cfg, inventory), inventory, ranges)
-        explain = diagnosis.build(cfg, inventory, ranges).explain
+        diagnosed = diagnosis.build(cfg, inventory, ranges)
+    explain = advice.build(cfg, diagnosed).explain
     router = Router(cfg.rules)
     groups = _groups(cfg, previous)
     zones = local.zones(cfg)

@@ -1,5 +1,5 @@
-"""Why a protected name got a public address, in words: the text the answer policy adds to
-a violation's EDE and log line.
+"""Why a protected name got a public address, in words: parts of the text the answer policy
+adds to a violation's EDE and log line (aws/advice.py puts them in order).
 
 Two parts, each when known:
 
@@ -24,7 +24,6 @@ from forwarder.config import model
 from forwarder.errors import ConfigError, ConfigProblem
 
 _SHOWN = 2  # addresses described
-_MEMO = 1024  # explanations remembered (a flood of one violation costs one lookup)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,29 +88,20 @@ class Diagnosis:
         self.inv = inv
         self.ranges = ranges
         self.regions = set(cfg.aws.regions) if cfg.aws is not None else set()
-        self._memo: dict[tuple[str, tuple[str, ...], str], str | None] = {}
 
-    def explain(self, name: str, addresses: tuple[str, ...], group: str) -> str | None:
-        """What is known about why *name* got *addresses* from *group*, or None."""
-        key = (name, addresses, group)
-        if key in self._memo:
-            return self._memo[key]
-        parts = []
-        if self.ranges is not None:
-            for address in dict.fromkeys(addresses[:_SHOWN]):
-                found = self.ranges.lookup(address)
-                parts.append(found.describe(address) if found is not None
-                             else f"{address} is not in AWS's published ranges")
-        cause = self.cause(name, group)
-        if cause:
-            parts.append(cause)
-        text = "; ".join(parts) or None
-        if len(self._memo) >= _MEMO:
-            self._memo.clear()
-        self._memo[key] = text
-        return text
+    def ranges_text(self, addresses: tuple[str, ...]) -> list[str]:
+        """Which published range each of the first addresses is in (with ip ranges)."""
+        if self.ranges is None:
+            return []
+        out = []
+        for address in dict.fromkeys(addresses[:_SHOWN]):
+            found = self.ranges.lookup(address)
+            out.append(found.describe(address) if found is not None
+                       else f"{address} is not in AWS's published ranges")
+        return out
 
     def cause(self, name: str, group: str) -> str | None:
+        """Why the protected *name* got a public answer from *group*, from the inventory."""
         inv = self.inv
         if inv is None:
             return None

@@ -104,6 +104,7 @@ def _combined(q: Query, cnames: list[message.Record], end: Reply | None) -> Repl
 def _judged(reply: Reply, target: Reply) -> Reply:
     """*reply* with the policy's verdict on the forwarded *target*, for the query log."""
     reply.verdict, reply.action = target.verdict, target.action
+    reply.violations = target.violations
     reply.upstream = target.upstream_reply
     return reply
 

@@ -103,10 +103,11 @@ SERVFAIL = int(wire.Rcode.SERVFAIL)
 #   offsets  of every TTL in the whole message (question included)
 #   ede      the reply's Extended DNS Errors
 #   stored   the whole second it was stored in; `ttl`: how many seconds it is fresh
-#   judged   the policy's (verdict, action) on the answer, for the query log
+#   judged   the policy's (verdict, action, violating addresses) on the answer, for the
+#            query log
 #   hits     hits while fresh, for prefetch
-Entry = tuple[bytes, tuple[int, ...], tuple[tuple[int, str], ...], int, int,
-              tuple[str | None, str | None], int, int]
+Judged = tuple[str | None, str | None, tuple[str, ...]]
+Entry = tuple[bytes, tuple[int, ...], tuple[tuple[int, str], ...], int, int, Judged, int, int]
 E_BODY, E_OFFSETS, E_EDE, E_STORED, E_TTL, E_JUDGED, E_AGE, E_HITS = range(8)
 
 
@@ -139,7 +140,7 @@ class Cache:
         self._prefetch = cfg.cache.prefetch
         self._second = 0  # one int object per second: entries stored in it share it
         self._ints: dict[int, int] = {}  # TTL values shared between entries
-        self._judged: dict[tuple[str | None, str | None], tuple[str | None, str | None]] = {}
+        self._judged: dict[Judged, Judged] = {}
         # TTL offsets shared between entries: answers of one shape have the same ones, and
         # an entry holding an already untracked tuple is untracked at its first collection.
         # Only short ones: the table's memory stays small whatever shapes answers take.
@@ -252,7 +253,7 @@ class Cache:
         reply = Reply(data, data[3] & 0xF, "cache", entry[E_EDE],
                       cached=(entry[E_STORED] + entry[E_TTL], entry[E_OFFSETS],
                               entry[E_STORED] + age))
-        reply.verdict, reply.action = entry[E_JUDGED]
+        reply.verdict, reply.action, reply.violations = entry[E_JUDGED]
         return reply
 
     def _expired(self, key: bytes, entry: Entry, now: float) -> Reply | None:
@@ -412,7 +413,8 @@ class Cache:
         offsets = tuple([r[R_TTL_OFF] for r in records])
         if len(offsets) <= SHARED_OFFSETS_MAX_LEN:
             offsets = _shared(self._offsets, offsets, SHARED_OFFSETS_LIMIT)
-        judged = _shared(self._judged, (reply.verdict, reply.action), SHARED_LIMIT)
+        judged = _shared(self._judged, (reply.verdict, reply.action, reply.violations),
+                         SHARED_LIMIT)
         return (body, offsets, reply.ede, self._second, ttl, judged, 0, 0)
 
     def _drop(self, key: bytes) -> None:

@@ -192,7 +192,8 @@ async def test_a_stale_state_file_at_start_makes_readyz_fail(
 async def test_a_blocked_answer_names_the_service_region_and_cause(
         moto_server: World, public: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
     """A VPC with only an S3 Gateway endpoint; policy servfail; ip_ranges set: the EDE
-    text and the log line say which AWS range the address is in, and why."""
+    text and the log line say why (first: what to fix) and which AWS range the address is
+    in."""
     vpc = moto_server.vpc()
     gateway = moto_server.gateway(vpc, "s3")
     cause = (f"{vpc.id} has an S3 Gateway endpoint ({gateway}), which does not change DNS; "
@@ -206,7 +207,7 @@ async def test_a_blocked_answer_names_the_service_region_and_cause(
     ((code, text),) = ede(got)
     assert code == 15
     assert text == (f"public address 52.219.150.28 for {S3} from group public violates policy "
-                    f"p; answered SERVFAIL; {where}; {cause}")
+                    f"p; answered SERVFAIL; {cause}; {where}")
     (line,) = [r.getMessage() for r in caplog.records if r.name == "forwarder.policy"]
     assert where in line and cause in line
 

@@ -19,8 +19,8 @@ from tests.conftest import forwarder_config, logged_queries, query, running
 from tests.fakes import Delay, FakeUpstream, answers, reply
 
 FIELDS = {"time", "client", "protocol", "name", "type", "rule", "group", "server",
-          "upstream_rcode", "answers", "verdict", "action", "ede", "rcode", "answered_by",
-          "latency_ms", "tags"}
+          "upstream_rcode", "answers", "verdict", "action", "violations", "ede", "rcode",
+          "answered_by", "latency_ms", "tags"}
 
 
 def querylog_config(upstream: FakeUpstream, path: Path | str, **querylog: Any) -> dict[str, Any]:
@@ -54,6 +54,7 @@ async def test_each_answered_query_is_one_json_line(upstream: FakeUpstream, tran
     assert sorted(first["answers"]) == ["192.0.2.1", "192.0.2.2"]
     assert first["answered_by"] == "upstream"
     assert first["verdict"] is None and first["action"] is None  # no policy on this rule
+    assert first["violations"] == []
     assert first["ede"] == []
     assert 0 <= first["latency_ms"] < 3000
     assert first["tags"] == {}
@@ -187,6 +188,31 @@ async def test_cache_hits_carry_the_policy_verdict(upstream: FakeUpstream, tmp_p
     assert cached["answered_by"] == "cache"
     assert (fetched["verdict"], fetched["action"]) == ("pass", "pass")
     assert (cached["verdict"], cached["action"]) == ("pass", "pass")
+
+
+@pytest.mark.parametrize(("mode", "rcode"), [("enforce", "SERVFAIL"), ("monitor", "NOERROR")])
+async def test_a_blocked_answer_lists_the_offending_addresses(
+        upstream: FakeUpstream, tmp_path: Path, mode: str, rcode: str) -> None:
+    """The line of a violation names the public addresses the policy objected to (not the
+    allowed ones beside them) and the action, fresh and from the cache; in monitor mode the
+    action that enforce mode would have taken."""
+    name = "s3.ap-northeast-1.amazonaws.com"
+    upstream.handler = answers({(name, "A"): ["A 52.219.150.28", "A 10.0.1.15",
+                                              "A 52.219.150.29"]})
+    path = tmp_path / "queries.jsonl"
+    cfg = forwarder_config({"g": [upstream.addr]},
+                           zones=[{"match": ".", "upstream": "g", "policy": "p"}],
+                           policies={"p": {"mode": mode}},
+                           querylog={"enabled": True, "path": str(path)})
+    async with running(cfg) as srv:
+        await query(srv, "udp", name, "A")
+        await query(srv, "udp", name, "A")
+    fetched, cached = logged_queries(path)
+    assert cached["answered_by"] == "cache"
+    for line in (fetched, cached):
+        assert (line["verdict"], line["action"], line["rcode"]) == ("violation", "servfail",
+                                                                    rcode)
+        assert sorted(line["violations"]) == ["52.219.150.28", "52.219.150.29"]
 
 
 async def test_queries_that_waited_on_an_identical_one_log_what_it_found(

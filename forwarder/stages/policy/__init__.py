@@ -45,6 +45,7 @@ from forwarder.stages.policy import judge as judging
 from forwarder.stages.policy.judge import Case, Judgement, addresses_text, rule_name, shorten
 
 if TYPE_CHECKING:
+    from forwarder.dns.index import Address
     from forwarder.upstream.group import Group
 
 log = logging.getLogger("forwarder.policy")
@@ -54,7 +55,8 @@ SERVFAIL = 2
 BLOCKED = int(wire.Ede.BLOCKED)
 _SHOWN_NETWORKS = 6
 
-# (protected name, public addresses, upstream group) -> why, in words (forwarder.aws)
+# (protected name, public addresses, upstream group) -> why and what to do, in words
+# (forwarder.aws.advice)
 Explain = Callable[[str, tuple[str, ...], str], "str | None"]
 
 class AnswerPolicy:
@@ -104,7 +106,7 @@ class AnswerPolicy:
             reply = Reply(reply.wire, reply.rcode, reply.answered_by,
                           tuple((code, f"{text}; {cause}") for code, text in reply.ede),
                           reply.server)
-        return judged(reply, "violation", outcome.action)
+        return judged(reply, "violation", outcome.action, case.judgement.violations)
 
     def decide(self, q: Query, reply: Reply, group: str) -> Reply | tuple[Case, str]:
         """Judges *reply* and answers what the client gets, unless an action must be carried
@@ -145,7 +147,8 @@ class AnswerPolicy:
             q.note(f"policy {self.name}: {why}; would {self.cfg.on_violation.value} "
                    "(mode monitor): answer passed unchanged")
             self.record(q, case, self.cfg.on_violation.value)
-            return judged(reply, "violation", self.cfg.on_violation.value)
+            return judged(reply, "violation", self.cfg.on_violation.value,
+                          case.judgement.violations)
         return case, why
 
     def _not_protected(self, q: Query, reply: Reply) -> Reply:
@@ -195,17 +198,23 @@ class AnswerPolicy:
         owner = names.to_text(bad[0].owner)
         via = f" (CNAME target of {q.name})" if owner != q.name else ""
         # with a cause to tell (enforce adds it after the action), the allowed networks,
-        # which the operator configured, give way to it in the EDE's limited text
-        allowed = "" if self._cause(case) else f" (allowed: {self._allowed_text})"
-        return (f"{addresses_text(bad)} for {owner}{via} from group {case.group} violates "
+        # which the operator configured, and all but one address give way to it in the
+        # EDE's limited text (the log line lists every address)
+        cause = self._cause(case)
+        allowed = "" if cause else f" (allowed: {self._allowed_text})"
+        shown = addresses_text(bad, 1) if cause else addresses_text(bad)
+        return (f"{shown} for {owner}{via} from group {case.group} violates "
                 f"policy {self.name}{allowed}")
 
     def _cause(self, case: Case) -> str | None:
-        """What the AWS inventory and ip ranges say about a violation, if configured."""
+        """Why a violation happened and what to do (the next step, the AWS inventory, the ip
+        ranges), when known: about the protected name the answer was judged for (the
+        query's, not a CNAME target's such as s3-r-w.REGION.amazonaws.com)."""
         if self._explain is None:
             return None
-        bad = case.judgement.violations
-        return self._explain(names.to_text(bad[0].owner), tuple(a.text for a in bad),
+        judgement = case.judgement
+        name = judgement.protected_name or judgement.violations[0].owner
+        return self._explain(names.to_text(name), tuple(a.text for a in judgement.violations),
                              case.group)
 
     def record(self, q: Query, case: Case, action: str) -> str | None:
@@ -228,11 +237,15 @@ class AnswerPolicy:
         metrics.policy_verdict_counts.inc((self.name, rule_name(q), action, self.mode))
 
 
-def judged(reply: Reply, verdict: str, action: str | None = None) -> Reply:
-    """*reply* with the policy's verdict (and action) recorded on it, for the query log:
-    the reply the policy answers is its own (a fresh upstream reply, or one it made)."""
+def judged(reply: Reply, verdict: str, action: str | None = None,
+           violations: tuple[Address, ...] = ()) -> Reply:
+    """*reply* with the policy's verdict (and action, and the addresses that violated it)
+    recorded on it, for the query log: the reply the policy answers is its own (a fresh
+    upstream reply, or one it made)."""
     reply.verdict = verdict
     reply.action = action
+    if violations:
+        reply.violations = tuple(dict.fromkeys(a.text for a in violations))
     return reply
 
 

@@ -103,10 +103,10 @@ class Case(NamedTuple):
 SHOWN_ADDRESSES = 3
 
 
-def addresses_text(addresses: tuple[Address, ...]) -> str:
+def addresses_text(addresses: tuple[Address, ...], shown: int = SHOWN_ADDRESSES) -> str:
     texts = list(dict.fromkeys(a.text for a in addresses))
     noun = "public address" if len(texts) == 1 else "public addresses"
-    return f"{noun} {shorten(texts, SHOWN_ADDRESSES)}"
+    return f"{noun} {shorten(texts, shown)}"
 
 
 def shorten(items: list[str], shown: int) -> str:

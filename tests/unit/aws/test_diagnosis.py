@@ -1,4 +1,5 @@
-"""Why a protected name got a public address, as the policy's EDE and log line say it."""
+"""Why a protected name got a public address, as the policy's EDE and log line say it
+(aws/diagnosis.py, in the order aws/advice.py puts it)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from forwarder import config
-from forwarder.aws import diagnosis, rules
+from forwarder.aws import advice, diagnosis, rules
 from forwarder.aws.inventory import Inventory
 from forwarder.errors import ConfigError
 from tests.unit.aws import builders as b
@@ -28,7 +29,7 @@ def explain(inv: Inventory | None, group: str = "r53", ranges: bool = False,
         aws: {{regions: [{b.REGION}]{extra}}}
     """), "t.yaml")
     concrete = rules.apply(cfg, inv)
-    return diagnosis.build(concrete, inv).explain(name, addresses, group)
+    return advice.build(concrete, diagnosis.build(concrete, inv)).explain(name, addresses, group)
 
 
 def test_the_gateway_only_vpc_of_the_inbound_endpoint() -> None:
@@ -37,12 +38,16 @@ def test_the_gateway_only_vpc_of_the_inbound_endpoint() -> None:
                             "change DNS; on-premises clients need an S3 Interface endpoint")
 
 
-def test_the_address_range_comes_first_with_ip_ranges() -> None:
+def test_the_cause_comes_before_the_address_ranges() -> None:
+    """An EDE text is cut at 400 bytes: what to fix goes first, the ranges (a fact about the
+    addresses) last."""
     inv = b.inventory(b.gateway(), b.inbound())
     text = explain(inv, ranges=True, addresses=("52.219.150.28", "8.8.8.8", "52.219.1.1"))
-    assert text is not None
-    assert text.startswith("52.219.150.28 is in AWS's published S3 range for ap-northeast-1 "
-                           "(52.219.128.0/17); 8.8.8.8 is not in AWS's published ranges; vpc-0abc")
+    assert text == (
+        "vpc-0abc has an S3 Gateway endpoint (vpce-0gw), which does not change DNS; "
+        "on-premises clients need an S3 Interface endpoint; 52.219.150.28 is in AWS's "
+        "published S3 range for ap-northeast-1 (52.219.128.0/17); 8.8.8.8 is not in AWS's "
+        "published ranges")
 
 
 @pytest.mark.parametrize(("items", "expected"), [
