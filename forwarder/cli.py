@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("name")
     explain.add_argument("type", nargs="?", default="A")
     explain.add_argument("-c", "--config", required=True, help="path to the YAML configuration")
+    explain.add_argument("--client", default="127.0.0.1",
+                         help="ask as this client address: its `clients:` rules, ACL and "
+                              "hooks apply (default 127.0.0.1)")
 
     lab = sub.add_parser("lab", help="run simulated AWS resolvers and show the policy at work")
     lab.add_argument("--serve", action="store_true",
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         from forwarder import explain
 
-        return explain.main(args.name, args.type, args.config)
+        return explain.main(args.name, args.type, args.config, args.client)
     if args.command == "lab":
         from forwarder import lab
 
@@ -115,12 +118,12 @@ def check_config(path: str, target: bool = True) -> int:
     if cfg is None:
         return EXIT_CONFIG
     from forwarder.hooks import runner
-    from forwarder.stages import local
 
     accounts = missing_accounts(cfg)
+    warnings = opt_outs(cfg)
     try:
         runner.check(cfg)  # hook files must import, as they must on start and reload
-        local.zones(cfg)  # hosts files must parse and local records fit together
+        warnings += judged_local_answers(cfg)  # and local answers pass their policies
         if accounts and target:
             raise ConfigError(path, [dataclasses.replace(p, reason=(
                 f"{p.reason}: create it here, or, if the forwarder runs on another machine, "
@@ -149,6 +152,27 @@ def check_config(path: str, target: bool = True) -> int:
             print(f"{path}: warning: upstreams.{group.name}.tls.insecure_skip_verify is true: "
                   "its servers' certificates are not verified", file=sys.stderr)
     return EXIT_OK
+
+
+def opt_outs(cfg: Config) -> list[ConfigProblem]:
+    """A warning for each rule that says `policy: none`."""
+    return [ConfigProblem(f"zones[{r.index}].policy", "policy: none: no policy judges this "
+                          "rule's answers, protected names included (a name it answers "
+                          "with a CNAME into AWS names passes unjudged)")
+            for r in cfg.rules if r.opt_out]
+
+
+def judged_local_answers(cfg: Config) -> list[ConfigProblem]:
+    """Builds the local zones and judges their answers as a start would: raises ConfigError
+    for a hosts file that does not parse, records that do not fit together or an answer
+    that breaks an enforcing policy; answers the warnings for those a counting one lets
+    through."""
+    from forwarder.stages import local, policy
+    from forwarder.stages.policy import zones
+    from forwarder.stages.router import Router
+
+    return zones.protection(cfg, policy.build(cfg), Router(cfg.rules), None,
+                            local.zones(cfg))[1]
 
 
 def missing_accounts(cfg: Config, user: str | None = None) -> list[ConfigProblem]:

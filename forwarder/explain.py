@@ -1,10 +1,13 @@
-"""`forwarder explain NAME [TYPE] -c FILE`: one query through the real pipeline, with tracing
-on, and every step printed: the rule, the upstream group and server asked, the raw upstream
-answer, the policy verdict with its reasons, and the answer the client would get.
+"""`forwarder explain NAME [TYPE] -c FILE [--client ADDR]`: one query through the real
+pipeline, with tracing on, and every step printed: the rule, the upstream group and server
+asked, the raw upstream answer, the policy verdict with its reasons, for each name in the
+answer whether it is protected (by which list entry, under which policy), and the answer
+the client would get.
 
-No listener is started: the query is built on the wire as from 127.0.0.1 over UDP with a
-65535-byte buffer (nothing truncates), and handed to `Pipeline.fast` and `Pipeline.resolve`
-of a Runtime built from the file (so the cache starts empty and the upstream is asked).
+No listener is started: the query is built on the wire as from 127.0.0.1 (or the client
+ADDR, whose `clients:` rules and hooks then apply) over UDP with a 65535-byte buffer
+(nothing truncates), and handed to `Pipeline.resolve` of a Runtime built from the file (so
+the cache starts empty and the upstream is asked).
 With an `aws:` section the AWS inventory is read as the server reads it at start (the
 API, else the state file), so `aws:` references answer as they would there.
 
@@ -15,46 +18,51 @@ invalid.
 
 from __future__ import annotations
 
+import ipaddress
 import secrets
 import sys
 import time
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from forwarder import runtime
 from forwarder.config import model
 from forwarder.dns import message, names, wire
-from forwarder.errors import ConfigError
+from forwarder.dns import reply as reply_mod
+from forwarder.errors import ConfigError, FormError
 from forwarder.pipeline import Pipeline
 from forwarder.process import exits
 from forwarder.query import DROP, Query, Reply
 
 if TYPE_CHECKING:
     from forwarder.aws.inventory import Inventory
+    from forwarder.stages.policy.guard import Protection
 
 CLIENT = ("127.0.0.1", 53000)
 INDENT = "    "
 
 
-def make_query(name: str, qtype: int) -> Query:
-    """The query a dig-like client would send: RD, EDNS with a 65535-byte buffer. Raises
-    ValueError for a name that is not a domain name."""
+def make_query(name: str, qtype: int, client: str = CLIENT[0]) -> Query:
+    """The query a dig-like client at *client* would send: RD, EDNS with a 65535-byte
+    buffer. Raises ValueError for a name that is not a domain name."""
     qname = names.from_text(name)
     data = wire.upstream_query(secrets.randbits(16), wire.RD,
                                wire.question_of(qname, qtype, 1), False)
-    q = Query.from_wire(data, CLIENT, "udp", time.monotonic())
+    q = Query.from_wire(data, (client, CLIENT[1]), "udp", time.monotonic())
     q.udp_size = 65535
     q.trace = []
     return q
 
 
 async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
-                  out: TextIO | None = None, inventory: Inventory | None = None) -> int:
+                  out: TextIO | None = None, inventory: Inventory | None = None,
+                  client: str = CLIENT[0]) -> int:
     """Resolves one name under *cfg* (with the AWS *inventory* for its `aws:` references)
-    and prints each step to *out*; answers the exit code."""
+    as asked by *client* and prints each step to *out*; answers the exit code."""
     out = out or sys.stdout
     try:
         qtype = wire.qtype_from_text(qtype_text)
-        q = make_query(name, qtype)
+        ipaddress.ip_address(client)
+        q = make_query(name, qtype, client)
     except (ValueError, UnicodeError) as e:
         print(f"forwarder explain: {e}", file=sys.stderr)
         return exits.EXIT_CONFIG
@@ -67,14 +75,16 @@ async def explain(cfg: model.Config, name: str, qtype_text: str = "A",
         reply = await Pipeline(runtime.RuntimeHolder(rt)).resolve(q)
     finally:
         rt.close()
-    report(cfg, q, reply, out)
+    report(cfg, q, reply, out, rt.protection)
     if reply is DROP or reply.answered_by == "error":
         return exits.EXIT_FAILURE
     return exits.EXIT_OK
 
 
-def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
-    """Prints what happened to *q*, section by section."""
+def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO,
+           protection: Protection | None = None) -> None:
+    """Prints what happened to *q*, section by section (with *protection*, the names of the
+    answer and what protects them)."""
 
     def say(label: str, text: str) -> None:
         print(f"{label + ':':<14}{text}", file=out)
@@ -111,10 +121,13 @@ def report(cfg: model.Config, q: Query, reply: Reply, out: TextIO) -> None:
     elif q.group is not None:
         say("raw answer", "none: no server answered")
     say("verdict", _verdict(cfg, q, reply))
-    policy_name = rule.policy if rule is not None else None
+    policy_name = reply.protection[0] if reply.protection is not None else (
+        rule.policy if rule is not None else None)
     for step in q.trace or ():
         if policy_name is not None and step.startswith(f"policy {policy_name}:"):
             print(f"{INDENT}{step.removeprefix(f'policy {policy_name}: ')}", file=out)
+    if protection is not None and reply is not DROP:
+        _names(q, reply, protection, say, out)
     if reply is DROP:
         say("final answer", "none: the query is dropped (no response is sent)")
     else:
@@ -138,28 +151,57 @@ _EDE_NAMES = {0: "Other", 3: "Stale Answer", 4: "Forged Answer", 14: "Not Ready"
 
 def _verdict(cfg: model.Config, q: Query, reply: Reply) -> str:
     rule = q.rule
-    if rule is None or rule.action is model.RuleAction.REFUSE:
-        return "none: the query is refused before any answer is judged"
-    if rule.action is model.RuleAction.LOCAL:
+    judged = reply.protection
+    hook = reply.answered_by == "hook"
+    if hook and judged is None:
+        return "none: no policy judged the hook's answer (trusted, or no name protected)"
+    if rule is not None and rule.action is model.RuleAction.LOCAL and not hook:
         if reply.verdict is not None:  # a CNAME out of the zone, followed and judged
             action = f": {reply.action}" if reply.verdict == "violation" else ""
             return (f"{reply.verdict}{action}, by the policy of the rule that routes the "
                     "CNAME target (see the steps)")
-        return "none: local records are not judged"
-    if rule.policy is None:
-        return "none: this rule has no answer policy"
-    if reply.verdict is None:
+        return "none: local records are judged when the configuration loads"
+    if judged is None:
+        refused = rule.action is model.RuleAction.REFUSE if rule is not None else q.group is None
+        if refused:
+            return "none: the query is refused before any answer is judged"
+        if rule is not None and rule.opt_out:
+            return "none: the rule says policy: none"
+        if rule is None or rule.policy is None:
+            return ("not judged: no name in the answer is protected by the policy that "
+                    "guards it")
+        if reply.verdict == "not_protected":
+            return f"not judged: no name in the answer is protected by policy {rule.policy}"
         return f"none: policy {rule.policy} did not run (no upstream answer)"
-    if reply.verdict == "not_protected":
-        return f"not judged: no name in the answer is protected by policy {rule.policy}"
-    policy = cfg.policy_named(rule.policy)
+    name, found, where = judged
+    policy = cfg.policy_named(name)
     mode = policy.mode.value if policy is not None else "?"
+    trigger = ""
+    if rule is None or rule.policy != name:  # a guard, not the rule's own policy
+        shown = names.to_text(found) if found is not None else q.name
+        place = "query name" if where == "qname" else "answer"
+        trigger = f"; it guards {shown}, found in the {place}"
     if reply.verdict == "violation":
         if mode == model.PolicyMode.MONITOR:
-            return (f"violation (policy {rule.policy}, mode monitor): would {reply.action}; "
-                    "the answer passes unchanged")
-        return f"violation (policy {rule.policy}, mode {mode}): {reply.action}"
-    return f"{reply.verdict} (policy {rule.policy}, mode {mode})"
+            return (f"violation (policy {name}, mode monitor): would {reply.action}; "
+                    f"the answer passes unchanged{trigger}")
+        return f"violation (policy {name}, mode {mode}): {reply.action}{trigger}"
+    return f"{reply.verdict} (policy {name}, mode {mode}){trigger}"
+
+
+def _names(q: Query, reply: Reply, protection: Protection, say: Any, out: TextIO) -> None:
+    """The names of the answer that was judged (the hook's, else the upstream's, else the
+    one sent), each with what protects it."""
+    judged = reply if reply.answered_by == "hook" else reply.upstream_reply or reply
+    try:
+        index = judged.index or reply_mod.read(judged.wire)
+    except FormError:
+        return
+    rows = protection.describe(q, index)
+    width = max(len(name) for name, _ in rows)
+    say("names", f"as client {q.client[0]} sees them (for {q.type_name})")
+    for name, status in rows:
+        print(f"{INDENT}{name:<{width}}  {status}", file=out)
 
 
 def _records(data: bytes, out: TextIO) -> None:
@@ -185,8 +227,8 @@ def _absolute(name: str) -> str:
     return name if name.endswith(".") else name + "."
 
 
-def main(name: str, qtype: str, config_path: str) -> int:
-    """`forwarder explain NAME [TYPE] -c FILE`."""
+def main(name: str, qtype: str, config_path: str, client: str = CLIENT[0]) -> int:
+    """`forwarder explain NAME [TYPE] -c FILE [--client ADDR]`."""
     from forwarder.process import exits
 
     cfg = exits.load_or_report(config_path)
@@ -197,4 +239,4 @@ def main(name: str, qtype: str, config_path: str) -> int:
         from forwarder.aws import commands
 
         inventory = commands.obtain(cfg.aws)
-    return exits.run_loop(explain(cfg, name, qtype, inventory=inventory))
+    return exits.run_loop(explain(cfg, name, qtype, inventory=inventory, client=client))

@@ -147,8 +147,12 @@ upstream_health_checks = Counter("forwarder_upstream_health_checks_total",
 
 # --- policy and hooks -------------------------------------------------------------------------
 policy_verdicts = Counter("forwarder_policy_verdicts_total",
-                          "Answer-policy verdicts, by policy, rule, action and mode.",
-                          ["policy", "rule", "action", "mode"], registry=REGISTRY)
+                          "Answer-policy verdicts, by policy, rule, action, mode and where "
+                          "the protected name was found (qname or chain).",
+                          ["policy", "rule", "action", "mode", "where"], registry=REGISTRY)
+hook_trusted = Counter("forwarder_hook_trusted_answers_total",
+                       "Hook answers marked trusted=True, which no answer policy judges.",
+                       ["hook"], registry=REGISTRY)
 hook_errors = Counter("forwarder_hook_errors_total",
                       "Hook calls that raised, timed out or returned an invalid verdict.",
                       ["hook", "kind"], registry=REGISTRY)

@@ -71,8 +71,8 @@ class Reply:
     Not changed once made (a plain class: one is made per forwarded query, and a frozen
     dataclass costs several times more to build)."""
 
-    __slots__ = ("action", "answered_by", "cached", "ede", "index", "rcode", "server",
-                 "upstream", "verdict", "violations", "wire")
+    __slots__ = ("action", "answered_by", "cached", "ede", "index", "protection", "rcode",
+                 "server", "upstream", "verdict", "violations", "wire")
 
     def __init__(self, wire: bytes, rcode: int, answered_by: str,
                  ede: tuple[tuple[int, str], ...] = (), server: str | None = None,
@@ -93,6 +93,8 @@ class Reply:
         self.action: str | None = None
         self.violations: tuple[str, ...] = ()
         self.upstream: Reply | None = None
+        # (policy, protected wire name, "qname" | "chain") when a policy judged the answer
+        self.protection: tuple[str, bytes | None, str] | None = None
 
     def __repr__(self) -> str:
         return (f"Reply(rcode={self.rcode}, answered_by={self.answered_by!r}, "

@@ -75,7 +75,8 @@ class QueryLog:
         item = (time.time(), q.client[0], q.transport, q.qname, q.qtype,
                 rule.name if rule is not None else None, q.group, reply.server,
                 upstream.rcode if upstream is not None else None, reply.wire, reply.verdict,
-                reply.action, reply.violations, reply.ede, reply.rcode, reply.answered_by,
+                reply.action, reply.violations, reply.protection, reply.ede, reply.rcode,
+                reply.answered_by,
                 now - q.received,
                 dict(q.tags) if q.tags else None,
                 _upstream(reply) if self.answers else False)
@@ -177,7 +178,8 @@ class QueryLog:
 def format_line(item: tuple[Any, ...]) -> str:
     """Turns one queued record into its JSON line (with the newline)."""
     (stamp, client, protocol, qname, qtype, rule, group, server, upstream_rcode, reply_wire,
-     verdict, action, violations, ede, rcode, answered_by, latency, tags, upstream) = item
+     verdict, action, violations, protection, ede, rcode, answered_by, latency, tags,
+     upstream) = item
     when = datetime.datetime.fromtimestamp(stamp, _UTC)
     fields = {
         "time": when.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -194,6 +196,9 @@ def format_line(item: tuple[Any, ...]) -> str:
         "verdict": verdict,
         "action": action,
         "violations": list(violations),
+        "policy": protection[0] if protection is not None else None,
+        "protected": names.to_text(protection[1])
+        if protection is not None and protection[1] is not None else None,
         "ede": [{"code": code, "text": text} for code, text in ede],
         "rcode": message.rcode_to_text(rcode),
         "answered_by": answered_by,
@@ -236,12 +241,16 @@ def _plain_line(item: tuple[Any, ...]) -> str:
     """The line for a record `format_line` failed on: the same fields, each as plain text
     (JSON escapes whatever they hold), and no answer addresses."""
     keys = ("time", "client", "protocol", "name", "type", "rule", "group", "server",
-            "upstream_rcode", "answers", "verdict", "action", "violations", "ede", "rcode",
-            "answered_by", "latency_ms", "tags", "upstream_reply")
+            "upstream_rcode", "answers", "verdict", "action", "violations", "protection",
+            "ede", "rcode", "answered_by", "latency_ms", "tags", "upstream_reply")
     fields: dict[str, Any] = {}
     for name, value in zip(keys, item, strict=True):
         if name == "name" and isinstance(value, bytes):
             value = names.to_text(value)
+        elif name == "protection":
+            fields["policy"] = str(value[0]) if value else None
+            fields["protected"] = repr(value[1]) if value and value[1] is not None else None
+            continue
         elif name == "answers":
             value = []
         elif name == "upstream_reply":

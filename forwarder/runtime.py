@@ -7,6 +7,7 @@ built (None): they cost nothing on the query path.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,15 @@ from forwarder.stages import cache as cache_stage
 from forwarder.stages import local, policy, ratelimit
 from forwarder.stages.acl import Acl
 from forwarder.stages.front import WireFront
+from forwarder.stages.policy import guard
+from forwarder.stages.policy import zones as policy_zones
 from forwarder.stages.router import Router
 from forwarder.upstream.group import Group, ServerState
 
 if TYPE_CHECKING:
     from forwarder.aws.inventory import Inventory
+
+log = logging.getLogger("forwarder")
 
 
 @dataclass(eq=False)
@@ -33,6 +38,7 @@ class Runtime:
     groups: dict[str, Group]
     local: dict[int, local.LocalZone]  # by rule index
     policies: dict[str, policy.AnswerPolicy]
+    protection: guard.Protection  # which policy judges which answer
     cache: cache_stage.Cache | None
     hooks: hook_runner.HookChain | None
     rate_limiter: ratelimit.RateLimiter | None
@@ -79,7 +85,9 @@ def build(cfg: model.Config, previous: Runtime | None = None,
     router = Router(cfg.rules)
     groups = _groups(cfg, previous)
     zones = local.zones(cfg)
-    hooks = hook_runner.build(cfg, router, groups)
+    policies = policy.build(cfg, explain)
+    protection = judged_zones(cfg, policies, router, groups, zones)
+    hooks = hook_runner.build(cfg, router, groups, protection.judge_made)
     cache = cache_stage.build(cfg, previous.cache if previous else None,
                               previous.config if previous else None)
     log = querylog.build(cfg, previous.querylog if previous else None)
@@ -89,7 +97,8 @@ def build(cfg: model.Config, previous: Runtime | None = None,
         router=router,
         groups=groups,
         local=zones,
-        policies=policy.build(cfg, explain),
+        policies=policies,
+        protection=protection,
         cache=cache,
         hooks=hooks,
         rate_limiter=ratelimit.build(cfg, previous.rate_limiter if previous else None),
@@ -103,6 +112,19 @@ def build(cfg: model.Config, previous: Runtime | None = None,
         log.owner = rt
     rt.front = _front(rt)
     return rt
+
+
+def judged_zones(cfg: model.Config, policies: dict[str, policy.AnswerPolicy], router: Router,
+                 groups: dict[str, Group] | None, zones: dict[int, local.LocalZone],
+                 ) -> guard.Protection:
+    """The configuration's Protection, once its local answers have been judged (raises
+    ConfigError for one that breaks an enforcing policy); logs those a counting one lets
+    through."""
+    protection, warnings = policy_zones.protection(cfg, policies, router, groups, zones)
+    for w in warnings:
+        p = cfg.positions.locate(w)
+        log.warning("%s: %s: %s", p.where(cfg.source), p.path, p.reason)
+    return protection
 
 
 def _groups(cfg: model.Config, previous: Runtime | None) -> dict[str, Group]:

@@ -110,7 +110,8 @@ async def test_local_records_need_no_upstream(upstream: FakeUpstream) -> None:
         "match 'internal.example.com': answer from local records")
     assert section(lines, "upstream:") == ["upstream:     none: local records"]
     assert not any(line.startswith("raw answer:") for line in lines)
-    assert section(lines, "verdict:") == ["verdict:      none: local records are not judged"]
+    assert section(lines, "verdict:") == [
+        "verdict:      none: local records are judged when the configuration loads"]
     final = section(lines, "final answer:")
     assert final[0] == "final answer: NOERROR (authoritative), answered by local"
     assert final[1].startswith("authority: internal.example.com. 300 IN SOA")
@@ -181,3 +182,51 @@ async def test_a_local_cname_out_of_the_zone_shows_the_target_judged(
            "'amazonaws.com'" in steps
     assert any(step.startswith(f"5. policy private-only: {vpce} is protected") or
                step.startswith(f"6. policy private-only: {vpce} is protected") for step in steps)
+
+
+async def test_explain_as_a_client_shows_what_protects_each_name(
+        upstream: FakeUpstream, upstream2: FakeUpstream) -> None:
+    """`--client`: the client's `clients:` rule answers (a rule without a policy, whose
+    corporate answer is a CNAME into S3), and each name of the answer is shown with what
+    protects it and which policy judged it; another client takes the AWS rule."""
+    bucket = "my-bucket.s3.ap-northeast-1.amazonaws.com"
+    upstream.handler = answers({(bucket, "A"): ["A 10.0.1.15"]})
+    upstream2.handler = answers({("files.corp.example.com", "A"): [
+        f"files.corp.example.com. CNAME {bucket}.", f"{bucket}. A 52.219.150.29"],
+        (bucket, "A"): ["A 52.219.150.29"]})
+    data = forwarder_config(
+        {"r53-inbound": [upstream.addr], "corp": [upstream2.addr]},
+        zones=[{"match": "amazonaws.com", "upstream": "corp", "clients": ["10.1.0.0/16"]},
+               {"match": "amazonaws.com", "upstream": "r53-inbound", "policy": "private-only"},
+               {"match": ".", "upstream": "corp"}],
+        policies=POLICIES)
+    cfg = config_mod.from_data(data, "explain.yaml")
+    out = io.StringIO()
+    assert await explain.explain(cfg, "files.corp.example.com", "A", out,
+                                 client="10.1.2.3") == 0
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "query:        files.corp.example.com A (client 10.1.2.3, udp)"
+    assert section(lines, "verdict:")[0] == (
+        "verdict:      violation (policy private-only, mode enforce): servfail; it guards "
+        f"{bucket}, found in the answer")
+    names = section(lines, "names:")
+    assert names[0] == "names:        as client 10.1.2.3 sees them (for A)"
+    assert names[1].split() == ["files.corp.example.com", "not", "protected:", "no", "policy",
+                                "guards", "it:", "no", "rule", "that", "routes", "it",
+                                "states", "one,", "and", "protection.policy", "is", "unset"]
+    assert names[2] == (f"{bucket}  protected: under amazonaws.com (policy private-only, the "
+                        "policy of rule zones[1] 'amazonaws.com', which routes it)")
+    out = io.StringIO()
+    assert await explain.explain(cfg, bucket, "A", out, client="10.1.2.3") == 0
+    assert "rule:         zones[0] match 'amazonaws.com': forward to group corp" in \
+        out.getvalue()
+    assert "final answer: SERVFAIL, answered by policy" in out.getvalue()
+    out = io.StringIO()
+    assert await explain.explain(cfg, bucket, "A", out) == 0  # 127.0.0.1: the AWS rule
+    assert "final answer: NOERROR, answered by upstream" in out.getvalue()
+
+
+async def test_explain_rejects_a_client_that_is_no_address(upstream: FakeUpstream) -> None:
+    out = io.StringIO()
+    assert await explain.explain(aws_config(upstream), "x.example", "A", out,
+                                 client="not-an-ip") == 2

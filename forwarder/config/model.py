@@ -24,6 +24,33 @@ DEFAULT_ACL = (
     "100.64.0.0/10", "fc00::/7",
 )
 DEFAULT_PROTECTED = ("amazonaws.com", "amazonaws.com.cn", "api.aws", "api.amazonwebservices.com.cn")
+# Names under the protected suffixes that AWS gives to a customer's own resource (a load
+# balancer, an instance, a database...), which is public when the customer makes it so:
+# `unprotected: default`. Each entry, its reason and its source: README "What is protected".
+DEFAULT_UNPROTECTED = (
+    "*.elb.amazonaws.com",  # Application and Classic Load Balancers
+    "*.elb.*.amazonaws.com",  # Network (and Gateway) Load Balancers
+    "*.elb.amazonaws.com.cn",  # load balancers in the China Regions
+    "ec2-*.compute-1.amazonaws.com",  # EC2 public DNS names, us-east-1
+    "ec2-*.*.compute.amazonaws.com",  # EC2 public DNS names, other Regions
+    "ec2-*.*.compute.amazonaws.com.cn",  # EC2 public DNS names, China Regions
+    "*.eb.amazonaws.com.cn",  # Elastic Beanstalk environments, China Regions
+    "*.rds.amazonaws.com",  # RDS and Aurora instances, clusters, custom endpoints, proxies
+    "*.redshift.amazonaws.com",  # Redshift clusters
+    "*.redshift-serverless.amazonaws.com",  # Redshift Serverless workgroups
+    "*.cache.amazonaws.com",  # ElastiCache nodes, clusters and serverless caches
+    "*.es.amazonaws.com",  # OpenSearch Service (Elasticsearch) domains
+    "*.aoss.amazonaws.com",  # OpenSearch Serverless collections
+    "d-*.execute-api.*.amazonaws.com",  # API Gateway regional custom domain names
+    "*.eks.amazonaws.com",  # EKS cluster API servers
+    "*.kafka.*.amazonaws.com",  # MSK brokers and bootstrap names
+    "*.mq.*.amazonaws.com",  # Amazon MQ brokers
+    "*.s3-website-*.amazonaws.com",  # S3 website endpoints (dash Regions)
+    "*.s3-website.*.amazonaws.com",  # S3 website endpoints (dot Regions)
+    "*.server.transfer.*.amazonaws.com",  # Transfer Family servers
+    "*.clientvpn.*.amazonaws.com",  # Client VPN endpoints
+    "*.grafana-workspace.*.amazonaws.com",  # Managed Grafana workspaces
+)
 DEFAULT_ALLOWED = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "fc00::/7")
 MAX_TTL = 604_800  # a week: the longest TTL a local answer or a cache bound may state
 
@@ -192,6 +219,7 @@ class Rule:
     match: str = setting(kind="name")
     action: RuleAction = setting()
     upstream: str | None = setting(None)
+    # the rule's own answer policy; None with `policy: none` (opt_out) or when not given
     policy: str | None = setting(None)
     qtypes: frozenset[int] | None = setting(None)
     clients: tuple[Network, ...] | None = setting(None)
@@ -202,6 +230,8 @@ class Rule:
     ttl: int = setting(300, lo=0, hi=MAX_TTL)
     # `records: aws`: PrivateLink names from the AWS inventory (config/aws.py)
     aws_records: bool = setting(False, derived=True)
+    # `policy: none`: no policy judges this rule's answers, protected names included
+    opt_out: bool = setting(False, derived=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +245,8 @@ class RewriteTarget:
 class Policy:
     name: str = setting(derived=True)
     protected: tuple[str, ...] = setting(DEFAULT_PROTECTED)
+    # name patterns under `protected` that are not protected (customers' own resources)
+    unprotected: tuple[str, ...] = setting(DEFAULT_UNPROTECTED)
     allowed: tuple[str, ...] = setting(DEFAULT_ALLOWED)
     on_violation: Violation = setting(Violation.SERVFAIL)
     rewrite: tuple[tuple[str, RewriteTarget], ...] = setting(())  # exact names, "*." wildcards
@@ -233,6 +265,13 @@ class Policy:
     def allowed_networks(self) -> tuple[str, ...]:
         """Every allowed network: `allowed`, and what its Gateway entries stand for."""
         return self.allowed + self.gateway_networks if self.gateway_networks else self.allowed
+
+
+@dataclass(frozen=True, slots=True)
+class ProtectionSettings:
+    """`protection:`: the policy for protected names that no rule's policy covers."""
+
+    policy: str | None = setting(None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +384,7 @@ class Config:
     upstreams: tuple[UpstreamGroup, ...] = setting()
     rules: tuple[Rule, ...] = setting(key="zones")
     policies: tuple[Policy, ...] = setting(())
+    protection: ProtectionSettings = setting(factory=ProtectionSettings)
     cache: CacheSettings = setting(factory=CacheSettings)
     rate_limit: RateLimit = setting(factory=RateLimit)
     limits: Limits = setting(factory=Limits)

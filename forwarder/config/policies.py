@@ -4,11 +4,14 @@ to do with a violation) and their rewrite targets."""
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
 
 import forwarder.config.aws as aws
 import forwarder.config.model as model
 import forwarder.config.schema as schema
 from forwarder.config.values import Reader, as_text, kind_of, network_list, parse_name
+from forwarder.config.zones import NO_POLICY
+from forwarder.dns import patterns
 from forwarder.errors import ConfigProblem
 
 
@@ -20,8 +23,13 @@ def parse(top: Reader) -> tuple[model.Policy, ...]:
     out = []
     for name, body in section.items():
         r = Reader(top.problems, top.at(f"policies.{name}"), body, schema.keys(model.Policy))
+        if str(name).lower() == NO_POLICY:
+            top.problems.append(ConfigProblem(
+                top.at(f"policies.{name}"), f"{NO_POLICY!r} is the word for no policy "
+                "(`policy: none` on a rule); give this policy another name", at_key=True))
         fields = schema.read(r, model.Policy, {
-            "protected": _protected, "allowed": _allowed, "rewrite": _rewrites})
+            "protected": _protected, "unprotected": _unprotected, "allowed": _allowed,
+            "rewrite": _rewrites})
         if fields["then"] in (model.Violation.FALLBACK, model.Violation.REWRITE_CNAME):
             r.fail("then", f"{fields['then'].value} cannot follow a fallback")
         out.append(model.Policy(name=str(name), **fields,
@@ -31,18 +39,36 @@ def parse(top: Reader) -> tuple[model.Policy, ...]:
 
 
 def _protected(r: Reader) -> tuple[str, ...]:
-    if not r.has("protected") or r.data["protected"] == "default":
-        return model.DEFAULT_PROTECTED
-    names: list[str] = []
-    for path, item in r.items("protected"):
+    return _names(r, "protected", model.DEFAULT_PROTECTED, parse_name)
+
+
+def _unprotected(r: Reader) -> tuple[str, ...]:
+    """Name patterns (`*` for a label or inside one)."""
+    return _names(r, "unprotected", model.DEFAULT_UNPROTECTED, _pattern)
+
+
+def _pattern(item: object) -> str:
+    text = as_text(item).strip().lower().rstrip(".")
+    patterns.parse(text)
+    return text
+
+
+def _names(r: Reader, key: str, default: tuple[str, ...],
+           read: Callable[[object], str]) -> tuple[str, ...]:
+    """A list of names read by *read* (the item `default`: the built-in list), or
+    `default` itself."""
+    if not r.has(key) or r.data[key] == "default":
+        return default
+    found: list[str] = []
+    for path, item in r.items(key):
         if item == "default":
-            names.extend(model.DEFAULT_PROTECTED)
+            found.extend(default)
             continue
         try:
-            names.append(parse_name(item))
+            found.append(read(item))
         except ValueError as e:
             r.problems.append(ConfigProblem(path, str(e)))
-    return tuple(names)
+    return tuple(found)
 
 
 def _allowed(r: Reader) -> tuple[str, ...]:

@@ -36,10 +36,9 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
                 problems.append(ConfigProblem(
                     f"{path}.policy", f"unknown policy {rule.policy!r} "
                     f"(defined: {', '.join(sorted(policies)) or 'none'})"))
-            if rule.action is not model.RuleAction.FORWARD:
+            if rule.action is model.RuleAction.REFUSE:
                 problems.append(ConfigProblem(
-                    f"{path}.policy",
-                    "a policy judges forwarded answers; this rule does not forward"))
+                    f"{path}.policy", "a refuse rule gives no answer for a policy to judge"))
         if rule.hosts_file is not None and not os.access(rule.hosts_file, os.R_OK):
             problems.append(ConfigProblem(f"{path}.hosts_file",
                                           f"cannot read {rule.hosts_file!r}"))
@@ -50,6 +49,11 @@ def validate(cfg: model.Config, problems: list[ConfigProblem]) -> None:
                 f"(same as zones[{seen_rules[key]}]); the second would never match"))
         else:
             seen_rules[key] = rule.index
+
+    guard = cfg.protection.policy
+    if guard is not None and guard not in policies:
+        problems.append(ConfigProblem("protection.policy", f"unknown policy {guard!r} "
+                                      f"(defined: {', '.join(sorted(policies)) or 'none'})"))
 
     for policy in cfg.policies:
         path = f"policies.{policy.name}"

@@ -20,6 +20,7 @@ from forwarder.dns import wire
 from forwarder.errors import ConfigProblem
 
 RECORD_TYPES = ("A", "AAAA", "CNAME", "TXT")
+NO_POLICY = "none"  # `policy: none`: the explicit opt-out (a policy cannot be named so)
 
 
 def parse(top: Reader) -> tuple[model.Rule, ...]:
@@ -32,6 +33,9 @@ def parse(top: Reader) -> tuple[model.Rule, ...]:
                                              "clients": _clients},
                              skip=("name", "action", "records"))
         fields["aws_records"] = aws.from_inventory(r, "records")
+        fields["opt_out"] = fields["policy"] == NO_POLICY
+        if fields["opt_out"]:
+            fields["policy"] = None
         fields["records"] = () if fields["aws_records"] else tuple(_records(r, fields["ttl"]))
         action = _action(r, fields)
         if action is None:

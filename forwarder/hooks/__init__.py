@@ -89,12 +89,17 @@ class Answer:
     *records* and *authority* are `Record`s or ``(name, type, ttl, value)`` tuples;
     *rcode* is text (``"NXDOMAIN"``) or a number; *ede* is ``(code, text)`` or a text
     (code 0, Other). ``Answer()`` with no records is NODATA; the answer is not cached.
+
+    The answer policy judges the answer as it judges an upstream's (a protected name with a
+    public address is blocked or rewritten), unless *trusted* is True: then no policy
+    judges it, and it is counted in forwarder_hook_trusted_answers_total.
     """
 
     records: Iterable[Record | tuple[str, str, int, str]] = ()
     rcode: int | str = 0
     ede: tuple[int, str] | str | None = None
     authority: Iterable[Record | tuple[str, str, int, str]] = ()
+    trusted: bool = False
     _wire_records: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
     _wire_authority: tuple[Any, ...] = field(default=(), init=False, repr=False, compare=False)
 
@@ -108,6 +113,7 @@ class Answer:
         setter(self, "ede", _checked_ede(self.ede))
         setter(self, "_wire_records", rrs)
         setter(self, "_wire_authority", auth_rrs)
+        _check_trusted(self.trusted, "Answer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +122,7 @@ class Replace:
 
     *rcode* None keeps the answer's rcode. Build on the response you were given, e.g.
     ``Replace([r for r in response.answer if r.type != "AAAA"], authority=response.authority)``.
+    The answer policy judges the new answer, unless *trusted* is True (as for `Answer`).
     """
 
     records: Iterable[Record | tuple[str, str, int, str]] = ()
@@ -123,6 +130,7 @@ class Replace:
     ede: tuple[int, str] | str | None = None
     authority: Iterable[Record | tuple[str, str, int, str]] = ()
     additional: Iterable[Record | tuple[str, str, int, str]] = ()
+    trusted: bool = False
     _wire: tuple[tuple[Any, ...], ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -137,6 +145,7 @@ class Replace:
             setter(self, "rcode", message.rcode_from(self.rcode))
         setter(self, "ede", _checked_ede(self.ede))
         setter(self, "_wire", (rrs, auth_rrs, add_rrs))
+        _check_trusted(self.trusted, "Replace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +181,11 @@ def _checked_records(
         raise TypeError(f"{what} must be a list of records, not {items!r}")
     records = tuple(message.to_record(item) for item in items)
     return records, tuple(message.to_rr(r) for r in records)
+
+
+def _check_trusted(trusted: object, what: str) -> None:
+    if not isinstance(trusted, bool):
+        raise TypeError(f"{what} trusted must be True or False, not {trusted!r}")
 
 
 def _checked_ede(ede: object) -> tuple[int, str] | None:

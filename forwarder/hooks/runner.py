@@ -6,6 +6,11 @@ reload keeps the old Runtime. `HookChain.on_query` runs before the query goes up
 (after the zone rule is chosen, so hooks see it); `HookChain.on_response` runs on every
 answer from an upstream, the cache or local records, after the answer policy.
 
+An answer a hook makes (`Answer`, and the answer an on_response chain ends with after a
+`Replace`) is judged by the answer policy as an upstream's would be (policy/guard.py),
+unless the hook marked it `trusted=True`: such answers are counted instead
+(forwarder_hook_trusted_answers_total).
+
 A hook that raises, overruns its time limit or returns something other than a verdict
 for its phase costs that query a HookError (the pipeline answers SERVFAIL with EDE 0 and
 counts it); its traceback is logged once per burst. `forwarder.hooks.calls` calls each
@@ -22,7 +27,7 @@ import os
 import re
 import sys
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, ModuleType
 from typing import Any
@@ -38,6 +43,8 @@ from forwarder.stages.router import Router
 log = logging.getLogger("forwarder")
 
 ERROR_KINDS = ("exception", "timeout", "invalid_verdict")
+# judges an answer a hook made: (query, reply, "hook NAME") -> the reply to send
+Judge = Callable[[Query, Reply, str], Awaitable[Reply]]
 QUERY_VERDICTS = "Continue, Answer, Reroute, Refuse or Drop"
 RESPONSE_VERDICTS = "Continue, Replace, Block or Drop"
 
@@ -173,15 +180,17 @@ def _describe(e: BaseException, path: str) -> str:
 class HookChain:
     """The loaded hooks of one Runtime, called in configuration order."""
 
-    __slots__ = ("_groups", "_query_hooks", "_response_hooks", "_router", "hooks")
+    __slots__ = ("_groups", "_judge", "_query_hooks", "_response_hooks", "_router", "hooks")
 
     sees_every_query = True  # hooks run on every query and answer
-    def __init__(self, loaded: list[LoadedHook], router: Router, groups: Mapping[str, Any]):
+    def __init__(self, loaded: list[LoadedHook], router: Router, groups: Mapping[str, Any],
+                 judge: Judge | None = None):
         self.hooks = tuple(loaded)
         self._query_hooks = tuple(h for h in loaded if h.on_query is not None)
         self._response_hooks = tuple(h for h in loaded if h.on_response is not None)
         self._router = router
         self._groups = groups
+        self._judge = judge
 
     async def on_query(self, q: Query) -> Reply | None:
         """Runs every on_query hook: None to carry on (maybe rerouted), a Reply to answer
@@ -194,8 +203,20 @@ class HookChain:
             with calls.blamed_on(hook, "on_query"):
                 reply = self._query_verdict(hook, q, verdict)
             if reply is not None:
+                if isinstance(verdict, hooks.Answer):
+                    return await self._judged(hook, q, reply, verdict.trusted)
                 return reply
         return None
+
+    async def _judged(self, hook: LoadedHook, q: Query, reply: Reply, trusted: bool) -> Reply:
+        """The answer *hook* made, judged by the answer policy unless it is trusted."""
+        if trusted:
+            metrics.hook_trusted.labels(hook.name).inc()
+            q.note(f"hook {hook.name}: trusted answer: not judged by any policy")
+            return reply
+        if self._judge is None:
+            return reply
+        return await self._judge(q, reply, f"hook {hook.name}")
 
     def _query_verdict(self, hook: LoadedHook, q: Query, verdict: object) -> Reply | None:
         if verdict is None or verdict is hooks.Continue or isinstance(verdict, hooks.Continue):
@@ -230,6 +251,7 @@ class HookChain:
         if not self._response_hooks or reply is DROP:
             return reply
         view = hooks.Response(reply)
+        replaced: tuple[LoadedHook, bool] | None = None  # the last Replace: by whom, trusted
         for hook in self._response_hooks:
             verdict = await calls.call(hook, "on_response", hook.on_response,  # type: ignore[arg-type]
                                   (hooks.Context(q, hook.name, hook.options), view))
@@ -239,6 +261,9 @@ class HookChain:
                 return new
             if new is not reply:
                 reply, view = new, hooks.Response(new)
+                replaced = (hook, bool(getattr(verdict, "trusted", False)))
+        if replaced is not None:
+            return await self._judged(replaced[0], q, reply, replaced[1])
         return reply
 
 
@@ -279,12 +304,13 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
-def build(cfg: model.Config, router: Router, groups: Mapping[str, Any]) -> HookChain | None:
-    """The chain of hooks *cfg* names (None when there are none). Raises ConfigError when
-    a hook file cannot be loaded."""
+def build(cfg: model.Config, router: Router, groups: Mapping[str, Any],
+          judge: Judge | None = None) -> HookChain | None:
+    """The chain of hooks *cfg* names (None when there are none), whose answers *judge*
+    judges. Raises ConfigError when a hook file cannot be loaded."""
     if not cfg.hooks:
         return None
-    return HookChain(load_hooks(cfg), router, groups)
+    return HookChain(load_hooks(cfg), router, groups, judge)
 
 
 def check(cfg: model.Config) -> int:

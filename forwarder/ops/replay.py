@@ -40,6 +40,7 @@ from forwarder.dns import names, wire
 from forwarder.query import Query, Reply
 from forwarder.stages import policy as policy_stage
 from forwarder.stages.acl import Acl
+from forwarder.stages.policy import guard
 from forwarder.stages.router import Router
 
 NONE = "-"  # no verdict or action (a rule without a policy)
@@ -118,6 +119,7 @@ class Judge:
         self.acl = Acl(cfg.acl)
         self.router = Router(cfg.rules)
         self.policies = policy_stage.build(cfg)
+        self.protection = guard.Protection(cfg, self.policies, self.router)
         self.runtime = _OfflineRuntime(cfg)
 
     async def outcome(self, line: dict[str, Any], upstream: bytes) -> tuple[Outcome, bool]:
@@ -133,18 +135,23 @@ class Judge:
             return Outcome(NONE, "refused"), False
         if rule.action is model.RuleAction.LOCAL:
             return Outcome(NONE, "local"), False
-        if rule.policy is None:
-            return Outcome(NONE, NONE), False
         q = _query(qname, qtype, client, str(line.get("protocol") or "udp"))
         q.rule = rule
         q.group = rule.upstream
+        decide = self.protection.judge_of(q)  # the rule's policy, or the names' guards
+        if decide is None:
+            return Outcome(NONE, NONE), False
         reply = Reply(upstream, upstream[3] & 0xF, "upstream", (), line.get("server"))
-        answer_policy = self.policies[rule.policy]
-        decided = answer_policy.decide(q, reply, rule.upstream or NONE)
+        decided = decide(q, reply, rule.upstream or NONE)
         offline = False
         if isinstance(decided, Reply):
+            if decided.protection is None and decided.verdict != "not_protected":
+                return Outcome(NONE, NONE), False  # no policy judged it
             verdict, action = decided.verdict, decided.action
+            judge = decided.protection[0] if decided.protection is not None else rule.policy
+            answer_policy = self.policies[judge or ""]
         else:
+            answer_policy = self.protection.enforcer(q, decided)
             verdict, action = "violation", None
             group = self.runtime.groups.get(rule.upstream or "", _OfflineGroup(NONE))
             try:

@@ -105,6 +105,7 @@ def _judged(reply: Reply, target: Reply) -> Reply:
     """*reply* with the policy's verdict on the forwarded *target*, for the query log."""
     reply.verdict, reply.action = target.verdict, target.action
     reply.violations = target.violations
+    reply.protection = target.protection
     reply.upstream = target.upstream_reply
     return reply
 

@@ -198,18 +198,19 @@ class Resolution(FirstTry):
     # --- after an upstream answer: judge, enforce, store --------------------------------------
 
     def _judge(self, reply: Reply, group: Group) -> Reply | Violation:
-        """The rule's answer policy on the upstream *reply*: the reply for the client, or
-        a violation the policy must `enforce`."""
-        rule = self.q.rule
-        if rule is None or rule.policy is None:
+        """The answer policy that judges the query's answers (policy/guard.py) on the
+        upstream *reply*: the reply for the client, or a violation the policy must
+        `enforce`."""
+        decide = self.rt.protection.judge_of(self.q)
+        if decide is None:
             return reply
-        return self.rt.policies[rule.policy].decide(self.q, reply, group.name)
+        return decide(self.q, reply, group.name)
 
     async def _enforce(self, violation: Violation, upstream: Reply, group: Group,
                        store: bool = True) -> Reply:
         """Carries out the policy's action on a violation `_judge` found (and stores what
         the client gets)."""
-        policy = self.rt.policies[self.q.rule.policy]  # type: ignore[union-attr,index]
+        policy = self.rt.protection.enforcer(self.q, violation)
         judged = await policy.enforce(self.q, violation, group, self.rt.groups)
         if store:
             self._store(upstream, judged)

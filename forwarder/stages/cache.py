@@ -103,8 +103,8 @@ SERVFAIL = int(wire.Rcode.SERVFAIL)
 #   offsets  of every TTL in the whole message (question included)
 #   ede      the reply's Extended DNS Errors
 #   stored   the whole second it was stored in; `ttl`: how many seconds it is fresh
-#   judged   the policy's (verdict, action, violating addresses) on the answer, for the
-#            query log
+#   judged   the policy's (verdict, action, violating addresses, protection) on the
+#            answer, for the query log
 #   hits     hits while fresh, for prefetch
 Judged = tuple[str | None, str | None, tuple[str, ...]]
 Entry = tuple[bytes, tuple[int, ...], tuple[tuple[int, str], ...], int, int, Judged, int, int]
@@ -253,7 +253,7 @@ class Cache:
         reply = Reply(data, data[3] & 0xF, "cache", entry[E_EDE],
                       cached=(entry[E_STORED] + entry[E_TTL], entry[E_OFFSETS],
                               entry[E_STORED] + age))
-        reply.verdict, reply.action, reply.violations = entry[E_JUDGED]
+        reply.verdict, reply.action, reply.violations, reply.protection = entry[E_JUDGED]
         return reply
 
     def _expired(self, key: bytes, entry: Entry, now: float) -> Reply | None:
@@ -358,8 +358,8 @@ class Cache:
             return None
         qend = 12 + len(key) - KEY_TAIL
         policy_ttl: int | None = None
-        if reply.answered_by == "policy":
-            name = q.rule.policy if q.rule is not None else None
+        if reply.answered_by == "policy":  # made by the policy that judged it
+            name = reply.protection[0] if reply.protection is not None else None
             policy_ttl = self._policy_ttl.get(name or "", DEFAULT_POLICY_TTL)
         if len(data) < qend or data[4:6] != b"\x00\x01" or data[3] & 0xF != rcode \
                 or data[2] & (wire.TC >> 8):
@@ -413,7 +413,8 @@ class Cache:
         offsets = tuple([r[R_TTL_OFF] for r in records])
         if len(offsets) <= SHARED_OFFSETS_MAX_LEN:
             offsets = _shared(self._offsets, offsets, SHARED_OFFSETS_LIMIT)
-        judged = _shared(self._judged, (reply.verdict, reply.action, reply.violations),
+        judged = _shared(self._judged, (reply.verdict, reply.action, reply.violations,
+                                        reply.protection),
                          SHARED_LIMIT)
         return (body, offsets, reply.ede, self._second, ttl, judged, 0, 0)
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from forwarder.config import model
@@ -196,6 +196,15 @@ class LocalZone:
         if q.trace is not None:
             q.note(f"local zone {self.rule.match!r}: answered from {node.name}")
         return (node.answers.get(q.qtype) or node.answers[_OTHER]).reply(q)
+
+    def packed(self) -> Iterator[tuple[bytes, int, bytes]]:
+        """Every answer the zone can give, as (owner, query type, whole reply): for a
+        `*.x` node the owner is the wildcard name itself (0 for "any other type"). The
+        answer policy judges them once, here (policy/zones.py)."""
+        for key, node in (*self._exact.items(), *self._wild.items()):
+            for qtype, packed in node.answers.items():
+                question = wire.question_of(key, qtype or TYPE_A, CLASS_IN)
+                yield key, qtype, packed.head + question + packed.tail
 
     def _wildcard(self, qname: bytes) -> _Node | None:
         """The most specific `*.x` node whose `x` is a proper suffix of *qname*."""

@@ -43,3 +43,16 @@ class Router:
                     continue
                 return rule
         return None
+
+    def guard(self, name: bytes, qtype: int) -> model.Rule | None:
+        """The rule whose policy guards the wire name *name* for *qtype* (policy/guard.py):
+        the most specific rule for it that states a policy or `policy: none`, rules with
+        `clients:` aside (they judge only their own answers); None when no rule does."""
+        for candidates in self._table.lookup_all(name):
+            for rule in candidates:
+                if rule.clients is not None or (rule.qtypes is not None
+                                                and qtype not in rule.qtypes):
+                    continue
+                if rule.policy is not None or rule.opt_out:
+                    return rule
+        return None

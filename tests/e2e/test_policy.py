@@ -80,10 +80,10 @@ def records(msg: dns.message.Message, section: str = "answer") -> list[str]:
 
 
 def verdicts(action: str, mode: str = "enforce", rule: str = "amazonaws.com") -> float:
-    value = metrics.REGISTRY.get_sample_value(
+    return sum(metrics.REGISTRY.get_sample_value(
         "forwarder_policy_verdicts_total",
-        {"policy": "private-only", "rule": rule, "action": action, "mode": mode})
-    return value or 0.0
+        {"policy": "private-only", "rule": rule, "action": action, "mode": mode,
+         "where": where}) or 0.0 for where in ("qname", "chain"))
 
 
 async def test_servfail_is_the_default(upstream: FakeUpstream, transport: str) -> None:

@@ -19,8 +19,8 @@ from tests.conftest import forwarder_config, logged_queries, query, running
 from tests.fakes import Delay, FakeUpstream, answers, reply
 
 FIELDS = {"time", "client", "protocol", "name", "type", "rule", "group", "server",
-          "upstream_rcode", "answers", "verdict", "action", "violations", "ede", "rcode",
-          "answered_by", "latency_ms", "tags"}
+          "upstream_rcode", "answers", "verdict", "action", "violations", "policy", "protected",
+          "ede", "rcode", "answered_by", "latency_ms", "tags"}
 
 
 def querylog_config(upstream: FakeUpstream, path: Path | str, **querylog: Any) -> dict[str, Any]:
@@ -149,12 +149,13 @@ async def test_hook_tags_are_logged(upstream: FakeUpstream, tmp_path: Path) -> N
 async def test_answers_a_hook_made_are_logged(upstream: FakeUpstream, tmp_path: Path,
                                              transport: str) -> None:
     """Query log: every answer a hook makes gets its line with its addresses, the one that
-    carries a public address for a protected name included (no "cannot format" loss)."""
+    carries a public address for a protected name included (no "cannot format" loss; the
+    hook marks it trusted, so no policy blocks it)."""
     hook = tmp_path / "answer.py"
     hook.write_text("from forwarder.hooks import Answer\n"
                     "def on_query(ctx):\n"
                     "    address = '52.219.1.1' if ctx.qname.startswith('s3.') else '10.0.0.1'\n"
-                    "    return Answer([(ctx.qname, 'A', 60, address)])\n")
+                    "    return Answer([(ctx.qname, 'A', 60, address)], trusted=True)\n")
     path = tmp_path / "queries.jsonl"
     cfg = querylog_config(upstream, path)
     cfg["zones"].insert(0, {"match": "amazonaws.com", "upstream": "g",

@@ -171,3 +171,29 @@ async def test_cli_errors(tmp_path: Path, recording: Path) -> None:
     good.write_text("zones: [{match: ., action: refuse}]\n")
     code, _, err = await run_cli("replay", "-c", str(good), str(tmp_path / "missing.jsonl"))
     assert code == 1 and "missing.jsonl: cannot read the recording" in err
+
+
+async def test_replay_judges_a_corporate_cname_by_the_guard_of_its_target(
+        tmp_path: Path, upstream: FakeUpstream) -> None:
+    """Recorded with monitor mode on the AWS rule and `.` without a policy: a corporate
+    name that is a CNAME into S3 with a public address. Replayed with the AWS rule's policy
+    enforced, the candidate's `.` still has no policy of its own, and the bucket name's
+    guard (the AWS rule's policy) blocks it."""
+    bucket = f"my-bucket.{S3}"
+    upstream.handler = answers({("files.corp.example", "A"): [
+        f"files.corp.example. CNAME {bucket}.", f"{bucket}. A 52.219.1.1"]})
+    log = tmp_path / "queries.jsonl"
+    async with running(live(upstream, log)) as srv:
+        await query(srv, "udp", "files.corp.example")
+    [line] = logged_queries(log)
+    assert (line["verdict"], line["policy"], line["protected"]) == (
+        "violation", "private-only", bucket)  # monitor mode already saw it
+    candidate = forwarder_config(
+        {"up": [upstream.addr]},
+        zones=[{"match": "amazonaws.com", "upstream": "up", "policy": "private-only"},
+               {"match": ".", "upstream": "up"}],
+        policies={"private-only": {"on_violation": "servfail"}})
+    judge = replay.Judge(config_mod.from_data(candidate, "candidate.yaml"))
+    outcome, offline = await judge.outcome(line, base64.b64decode(line["upstream_reply"]))
+    assert (outcome.verdict, outcome.action, outcome.monitor, offline) == (
+        "violation", "servfail", False, False)

@@ -5,10 +5,11 @@ strip, fall back or monitor (DESIGN.md "Answer policy").
 caching; `enforce` carries out the action on a violation it found (policy/actions.py).
 
 What is judged (policy/judge.py): when the query name, a name of the answer's CNAME
-chain, a DNAME or HTTPS/SVCB target or the owner of an answer address lies under a
-`protected` suffix, every address of the answer section (A, AAAA, HTTPS/SVCB
-ipv4hint/ipv6hint) must lie in `allowed` (IPv4-mapped and NAT64 addresses count as their
-IPv4 address). Anything else is a violation.
+chain, a DNAME or HTTPS/SVCB target or the owner of an answer address is protected (under
+a `protected` suffix and covered by no `unprotected` pattern), every address of the answer
+section (A, AAAA, HTTPS/SVCB ipv4hint/ipv6hint) must lie in `allowed` (IPv4-mapped and
+NAT64 addresses count as their IPv4 address). Anything else is a violation. Which policy
+judges which answer is policy/guard.py's to say.
 
 - pass: the answer goes on unchanged, except that additional-section addresses of a
   protected answer are removed (allowed or not: clients never need them, and they escape
@@ -21,11 +22,13 @@ unchanged, without an EDE: clients see exactly what they would without the polic
 run, as dnsdist's). An answer that cannot be read fails closed (SERVFAIL).
 
 Every verdict on a protected answer is counted in `forwarder_policy_verdicts_total{policy,
-rule, action, mode}`: action "pass" for clean answers, otherwise the action finally taken
-("fallback" when the fallback answer was used, else the `then` action; in monitor mode the
-action that would have been taken). Answers with no protected name are not counted (the
-rule's query counters have them). Each violation is logged as one line on
-"forwarder.policy", and recorded on the reply (`verdict`, `action`) for the query log.
+rule, action, mode, where}`: action "pass" for clean answers, otherwise the action finally
+taken ("fallback" when the fallback answer was used, else the `then` action; in monitor mode
+the action that would have been taken); `where` says whether the protected name was the
+query name ("qname") or a name the answer led to ("chain"). Answers with no protected name
+are not counted (the rule's query counters have them). Each violation is logged as one line
+on "forwarder.policy", and recorded on the reply (`verdict`, `action`, and `protection`: the
+policy and the protected name) for the query log.
 """
 
 from __future__ import annotations
@@ -66,11 +69,11 @@ class AnswerPolicy:
         self.cfg = cfg
         self._explain = explain
         self.name = cfg.name
-        self.protected: judging.Protected = names.SuffixTable((s, s) for s in cfg.protected)
+        self.protected = judging.ProtectedNames(cfg.protected, cfg.unprotected)
         self.allowed = netsets.NetworkSet.parse(cfg.allowed_networks)
         self.monitor_only = cfg.mode is model.PolicyMode.MONITOR
         self.mode = cfg.mode.value
-        self._tokens = judging.label_tokens(self.protected)
+        self._tokens = judging.label_tokens(cfg.protected)
         shown = [str(n) for n in netsets.NetworkSet.parse(cfg.allowed)] + list(cfg.gateways)
         self._allowed_text = shorten(shown, _SHOWN_NETWORKS)
         self.exact: dict[str, tuple[str, model.RewriteTarget]] = {}
@@ -82,8 +85,11 @@ class AnswerPolicy:
                 self.exact[key] = (key, target)
 
     def protects(self, name: str) -> bool:
-        """Answers whether the presentation name *name* is under a protected suffix."""
-        return self.protected.lookup_text(name) is not None
+        """Answers whether the presentation name *name* is protected by this policy."""
+        try:
+            return self.protected.lookup(names.from_text(name)) is not None
+        except (ValueError, UnicodeError):
+            return False
 
     # --- judging ---------------------------------------------------------------------------
 
@@ -106,11 +112,14 @@ class AnswerPolicy:
             reply = Reply(reply.wire, reply.rcode, reply.answered_by,
                           tuple((code, f"{text}; {cause}") for code, text in reply.ede),
                           reply.server)
-        return judged(reply, "violation", outcome.action, case.judgement.violations)
+        return judged(reply, "violation", outcome.action, case.judgement.violations,
+                      (self.name, case.judgement.protected_name, case.where))
 
-    def decide(self, q: Query, reply: Reply, group: str) -> Reply | tuple[Case, str]:
+    def decide(self, q: Query, reply: Reply, group: str,
+               origin: str | None = None) -> Reply | tuple[Case, str]:
         """Judges *reply* and answers what the client gets, unless an action must be carried
-        out (a violation in enforce mode): then the case and why, for `enforce`."""
+        out (a violation in enforce mode): then the case and why, for `enforce`. *origin*
+        names what made an answer no upstream group gave ("hook maint")."""
         index = reply.index
         if index is None:
             try:
@@ -122,7 +131,7 @@ class AnswerPolicy:
                 return judged(reply, "not_protected")
             inside = self.allowed.contains_packed
             if all(inside(packed) for packed in index.packed_addresses()):
-                return self._passed(q, reply)
+                return self._passed(q, reply, q.qname, "qname")
         elif self._tokens is not None:
             low = reply.wire.lower()
             for token in self._tokens:
@@ -131,35 +140,37 @@ class AnswerPolicy:
             else:
                 return self._not_protected(q, reply)
         judgement = judging.judge(index, self.protected, self.allowed)
-        if judgement.protected_name is None:
+        name = judgement.protected_name
+        if name is None:
             return self._not_protected(q, reply)
+        where = judging.where(index, name)
         if not judgement.violations:
             if q.trace is not None:
                 shown = ", ".join(a.text for a in index.addresses()) or "no addresses"
-                q.note(f"policy {self.name}: {names.to_text(judgement.protected_name)} is "
-                       f"protected; {shown} allowed: pass")
+                q.note(f"policy {self.name}: {names.to_text(name)} is protected (under "
+                       f"{judgement.suffix}); {shown} allowed: pass")
             if not self.monitor_only and judgement.additional:
                 reply = self.without_additional(q, reply, index, judgement)
-            return self._passed(q, reply)
-        case = Case(reply, index, judgement, group)
+            return self._passed(q, reply, name, where)
+        case = Case(reply, index, judgement, group, self, origin)
         why = self.violation_text(q, case)
         if self.monitor_only:
             q.note(f"policy {self.name}: {why}; would {self.cfg.on_violation.value} "
                    "(mode monitor): answer passed unchanged")
             self.record(q, case, self.cfg.on_violation.value)
             return judged(reply, "violation", self.cfg.on_violation.value,
-                          case.judgement.violations)
+                          case.judgement.violations, (self.name, name, where))
         return case, why
 
     def _not_protected(self, q: Query, reply: Reply) -> Reply:
         if q.trace is not None:
-            q.note(f"policy {self.name}: no name under {', '.join(self.protected.suffixes())}: "
-                   "not judged")
+            q.note(f"policy {self.name}: no name in the answer is protected (under "
+                   f"{', '.join(self.protected.suffixes())} and not unprotected): not judged")
         return judged(reply, "not_protected")
 
-    def _passed(self, q: Query, reply: Reply) -> Reply:
-        self.count(q, "pass")
-        return judged(reply, "pass", "pass")
+    def _passed(self, q: Query, reply: Reply, name: bytes, where: str) -> Reply:
+        self.count(q, "pass", where)
+        return judged(reply, "pass", "pass", protection=(self.name, name, where))
 
     def _unreadable(self, q: Query, reply: Reply, group: str, error: str) -> Reply:
         """An answer that cannot be read cannot be shown safe: SERVFAIL (enforce mode)."""
@@ -174,11 +185,11 @@ class AnswerPolicy:
             out = Reply(wire.synth_reply(q.flags, q.question, SERVFAIL), SERVFAIL, "policy",
                         ((BLOCKED, f"{why}; answered SERVFAIL"),))
         q.note(f"policy {self.name}: {why}; {action}")
-        self.count(q, action)
+        self.count(q, action, "qname")
         log.warning("policy violation policy=%s mode=%s rule=%s group=%s client=%s name=%s "
                     "type=%s addresses=unreadable action=%s", self.name, self.mode,
                     rule_name(q), group, q.client[0], q.name, q.type_name, action)
-        return judged(out, "violation", action)
+        return judged(out, "violation", action, protection=(self.name, q.qname, "qname"))
 
     # --- shared by the actions ---------------------------------------------------------------
 
@@ -203,14 +214,15 @@ class AnswerPolicy:
         cause = self._cause(case)
         allowed = "" if cause else f" (allowed: {self._allowed_text})"
         shown = addresses_text(bad, 1) if cause else addresses_text(bad)
-        return (f"{shown} for {owner}{via} from group {case.group} violates "
+        return (f"{shown} for {owner}{via} from {case.source} violates "
                 f"policy {self.name}{allowed}")
 
     def _cause(self, case: Case) -> str | None:
         """Why a violation happened and what to do (the next step, the AWS inventory, the ip
         ranges), when known: about the protected name the answer was judged for (the
-        query's, not a CNAME target's such as s3-r-w.REGION.amazonaws.com)."""
-        if self._explain is None:
+        query's, not a CNAME target's such as s3-r-w.REGION.amazonaws.com); none for an
+        answer no upstream group gave (a hook's)."""
+        if self._explain is None or case.origin is not None:
             return None
         judgement = case.judgement
         name = judgement.protected_name or judgement.violations[0].owner
@@ -219,31 +231,39 @@ class AnswerPolicy:
 
     def record(self, q: Query, case: Case, action: str) -> str | None:
         """Counts and logs one violation; answers its cause."""
-        self.count(q, action)
+        where = case.where
+        self.count(q, action, where)
         shown = [a.text for a in case.judgement.violations]
         cause = self._cause(case)
+        name = case.judgement.protected_name
+        protected = names.to_text(name) if name is not None else q.name
+        group = case.group or case.source
         log.warning(
-            "policy violation policy=%s mode=%s rule=%s group=%s client=%s name=%s type=%s "
-            "addresses=%s action=%s%s", self.name, self.mode, rule_name(q), case.group,
-            q.client[0], q.name, q.type_name, ",".join(shown), action,
-            f" cause={cause!r}" if cause else "",
+            "policy violation policy=%s mode=%s rule=%s group=%s client=%s name=%s type=%s%s "
+            "addresses=%s action=%s%s", self.name, self.mode, rule_name(q), group,
+            q.client[0], q.name, q.type_name,
+            f" protected={protected}" if where == "chain" else "",
+            ",".join(shown), action, f" cause={cause!r}" if cause else "",
             extra={"policy": self.name, "mode": self.mode, "rule": rule_name(q),
-                   "group": case.group, "client": q.client[0], "qname": q.name,
-                   "qtype": q.type_name, "addresses": shown, "action": action,
-                   "cause": cause})
+                   "group": group, "client": q.client[0], "qname": q.name,
+                   "qtype": q.type_name, "protected": protected, "where": where,
+                   "addresses": shown, "action": action, "cause": cause})
         return cause
 
-    def count(self, q: Query, action: str) -> None:
-        metrics.policy_verdict_counts.inc((self.name, rule_name(q), action, self.mode))
+    def count(self, q: Query, action: str, where: str) -> None:
+        metrics.policy_verdict_counts.inc((self.name, rule_name(q), action, self.mode, where))
 
 
 def judged(reply: Reply, verdict: str, action: str | None = None,
-           violations: tuple[Address, ...] = ()) -> Reply:
+           violations: tuple[Address, ...] = (),
+           protection: tuple[str, bytes | None, str] | None = None) -> Reply:
     """*reply* with the policy's verdict (and action, and the addresses that violated it)
     recorded on it, for the query log: the reply the policy answers is its own (a fresh
-    upstream reply, or one it made)."""
+    upstream reply, or one it made). *protection* is (policy, protected name, where) for
+    an answer a policy judged."""
     reply.verdict = verdict
     reply.action = action
+    reply.protection = protection
     if violations:
         reply.violations = tuple(dict.fromkeys(a.text for a in violations))
     return reply

@@ -64,7 +64,7 @@ class Outcome(NamedTuple):
 
 
 async def act(policy: AnswerPolicy, q: Query, case: Case, action: model.Violation, why: str,
-              group: Group, groups: Mapping[str, Any]) -> Outcome:
+              group: Group | None, groups: Mapping[str, Any]) -> Outcome:
     """Carries out *action* on *case*; *why* is the explanation so far (for the EDE)."""
     if action is V.MONITOR:
         q.note(f"policy {policy.name}: {why}; on_violation monitor: answer passed unchanged")
@@ -81,7 +81,7 @@ async def act(policy: AnswerPolicy, q: Query, case: Case, action: model.Violatio
 
 
 async def _then(policy: AnswerPolicy, q: Query, case: Case, why: str, failed: model.Violation,
-                group: Group, groups: Mapping[str, Any]) -> Outcome:
+                group: Group | None, groups: Mapping[str, Any]) -> Outcome:
     """The `then` action, after a fallback or a rewrite could not give a clean answer."""
     action = policy.cfg.then
     if action in (V.FALLBACK, V.REWRITE_CNAME) or action is failed:
@@ -125,7 +125,7 @@ def _strip(policy: AnswerPolicy, q: Query, case: Case, why: str) -> Outcome:
     return Outcome(reply, "strip")
 
 
-async def _rewrite(policy: AnswerPolicy, q: Query, case: Case, why: str, group: Group,
+async def _rewrite(policy: AnswerPolicy, q: Query, case: Case, why: str, group: Group | None,
                    groups: Mapping[str, Any]) -> Outcome:
     chain = [names.to_text(n) for n in case.index.chain()]
     found = rewrite_key(policy, chain)
@@ -163,7 +163,7 @@ async def _rewrite(policy: AnswerPolicy, q: Query, case: Case, why: str, group: 
     return Outcome(Reply(data, NOERROR, "policy", ((FORGED, text),)), "rewrite")
 
 
-async def _rewrite_cname(policy: AnswerPolicy, q: Query, case: Case, why: str, group: Group,
+async def _rewrite_cname(policy: AnswerPolicy, q: Query, case: Case, why: str, group: Group | None,
                          groups: Mapping[str, Any]) -> Outcome:
     chain = [names.to_text(n) for n in case.index.chain()]
     found = rewrite_key(policy, chain)
@@ -174,6 +174,9 @@ async def _rewrite_cname(policy: AnswerPolicy, q: Query, case: Case, why: str, g
     index, key, rewrite = found
     chain = chain[: index + 1]
     target = substitute(rewrite.cname, key, chain[-1])  # type: ignore[arg-type]
+    if group is None:  # an answer no group gave, and no group routes the name
+        return await _then(policy, q, case, f"{why}; no upstream group to resolve "
+                           f"rewrite_cname target {target}", V.REWRITE_CNAME, group, groups)
     try:
         tname = names.from_text(target)
     except ValueError as e:
@@ -217,7 +220,7 @@ async def _rewrite_cname(policy: AnswerPolicy, q: Query, case: Case, why: str, g
     return Outcome(reply, "rewrite_cname")
 
 
-async def _fallback(policy: AnswerPolicy, q: Query, case: Case, why: str, group: Group,
+async def _fallback(policy: AnswerPolicy, q: Query, case: Case, why: str, group: Group | None,
                     groups: Mapping[str, Any]) -> Outcome:
     name = policy.cfg.fallback
     other = groups.get(name) if name is not None else None
@@ -237,7 +240,7 @@ async def _fallback(policy: AnswerPolicy, q: Query, case: Case, why: str, group:
                            f"answer that cannot be read: {e}", V.FALLBACK, other, groups)
     judgement = judging.judge(index, policy.protected, policy.allowed)
     if judgement.violations:
-        again = Case(got, index, judgement, other.name)
+        again = Case(got, index, judgement, other.name, policy)
         return await _then(policy, q, again, f"{why}; fallback group {other.name} answered "
                            f"{addresses_text(judgement.violations)} too", V.FALLBACK, other,
                            groups)
@@ -300,7 +303,7 @@ def _negative(policy: AnswerPolicy, q: Query, rcode: int, name: bytes | None) ->
 
 def _soa(policy: AnswerPolicy, name: str, q: Query) -> bytes:
     """The synthetic SOA record for the zone *name* (a protected name) belongs to."""
-    zone = policy.protected.lookup_text(name)
+    zone = policy.protected.zone_of(name)
     if zone is None or not names.is_subdomain(q.name, zone):
         # the question is not under the protected suffix (it reached it by CNAME): the
         # SOA must be an ancestor of the question name, and the rule's zone is one

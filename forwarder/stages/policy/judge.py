@@ -10,9 +10,10 @@ violation, whatever its owner. Otherwise nothing is judged.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Iterable
+from typing import Any, NamedTuple, Protocol
 
-from forwarder.dns import names, netsets
+from forwarder.dns import names, netsets, patterns
 from forwarder.dns.index import (
     SECTION_ADDITIONAL,
     Address,
@@ -20,7 +21,47 @@ from forwarder.dns.index import (
 )
 from forwarder.query import Query, Reply
 
-Protected = names.SuffixTable[str]  # protected suffix (wire) -> the suffix as written
+
+class Protected(Protocol):
+    """What judges a name: `lookup` answers the protected entry it is under, or None."""
+
+    def lookup(self, name: bytes) -> str | None: ...
+
+
+class ProtectedNames:
+    """A policy's protected names: under one of its `protected` suffixes and covered by
+    none of its `unprotected` patterns (the second lookup happens only after the first
+    found a suffix, so names outside the suffixes cost one SuffixTable lookup)."""
+
+    __slots__ = ("exclusions", "table")
+
+    def __init__(self, suffixes: Iterable[str], unprotected: Iterable[str] = ()) -> None:
+        self.table: names.SuffixTable[str] = names.SuffixTable((s, s) for s in suffixes)
+        self.exclusions: patterns.NamePatterns[str] = patterns.NamePatterns(
+            (p, p) for p in unprotected)
+
+    def lookup(self, name: bytes) -> str | None:
+        """The protected suffix the wire name *name* is under, unless an unprotected
+        pattern covers it; None otherwise."""
+        suffix = self.table.lookup(name)
+        if suffix is None or not self.exclusions or self.exclusions.lookup(name) is None:
+            return suffix
+        return None
+
+    def classify(self, name: bytes) -> tuple[str | None, str | None]:
+        """The protected suffix *name* is under and the unprotected pattern that covers
+        it (None where there is none): the name is protected when only the first is set."""
+        suffix = self.table.lookup(name)
+        if suffix is None:
+            return None, None
+        return suffix, self.exclusions.lookup(name)
+
+    def zone_of(self, name: str) -> str | None:
+        """The protected suffix the presentation name *name* is under, exclusions aside."""
+        return self.table.lookup_text(name)
+
+    def suffixes(self) -> list[str]:
+        return self.table.suffixes()
 
 
 class Judgement(NamedTuple):
@@ -75,13 +116,13 @@ def judge(index: Index, protected: Protected, allowed: netsets.NetworkSet) -> Ju
     return Judgement(found[0], found[1], addresses, bad, extra)
 
 
-def label_tokens(protected: Protected) -> tuple[bytes, ...] | None:
+def label_tokens(suffixes: Iterable[str]) -> tuple[bytes, ...] | None:
     """For each suffix, its longest label as wire bytes (length octet first): every label
     of every name in a message appears uncompressed somewhere in it, so a message holding
     none of them names nothing under a protected suffix. None when a suffix (the root)
     makes the quick test unsound."""
     tokens: dict[bytes, None] = {}
-    for suffix in protected.suffixes():
+    for suffix in suffixes:
         if suffix == ".":
             return None
         labels = suffix.split(".")
@@ -92,12 +133,29 @@ def label_tokens(protected: Protected) -> tuple[bytes, ...] | None:
 
 
 class Case(NamedTuple):
-    """One answer under judgement and where it came from."""
+    """One answer under judgement, where it came from, and the policy judging it."""
 
     reply: Reply
     index: Index
     judgement: Judgement
-    group: str
+    group: str  # the upstream group that answered ("" for an answer no group gave)
+    policy: Any = None  # the AnswerPolicy that found the violation
+    origin: str | None = None  # what made an answer no group gave: "hook NAME", ...
+
+    @property
+    def source(self) -> str:
+        """Where the answer came from, in words: `group r53`, `hook maint`."""
+        return self.origin if self.origin is not None else f"group {self.group}"
+
+    @property
+    def where(self) -> str:
+        """Where the protected name was found: "qname" or "chain" (the metric label)."""
+        return where(self.index, self.judgement.protected_name)
+
+
+def where(index: Index, name: bytes | None) -> str:
+    """"qname" when *name* is the query name (or unknown), else "chain"."""
+    return "qname" if name is None or name == index.qname() else "chain"
 
 
 SHOWN_ADDRESSES = 3

@@ -142,6 +142,14 @@ def test_every_problem_is_listed() -> None:
      "workers: expected a whole number, found a string 'many'"),
     ("zones:\n  - match: .\n    action: refuse\n  bad indent", "invalid YAML"),
     ("- just\n- a list", "expected a mapping, found a list"),
+    ("zones: [{match: ., action: refuse}]\npolicies: {none: {}}",
+     "policies.none: 'none' is the word for no policy"),
+    ("zones: [{match: ., action: refuse}]\npolicies: {p: {unprotected: ['a**.b']}}",
+     "policies.p.unprotected[0]: 'a**.b': write one * for any run of characters"),
+    ("zones: [{match: ., action: refuse}]\nprotection: {policy: nope}",
+     "protection.policy: unknown policy 'nope'"),
+    ("zones: [{match: ., action: refuse, policy: p}]\npolicies: {p: {}}",
+     "zones[0].policy: a refuse rule gives no answer for a policy to judge"),
 ])
 def test_problem_messages(snippet: str, expected: str) -> None:
     assert any(expected in p for p in problems(snippet)), problems(snippet)
@@ -211,3 +219,25 @@ def test_reload_watch_is_opt_in_and_checked() -> None:
     assert any(p.startswith("reload.watch: ") for p in found), found
     assert any(p.startswith("reload.interval: ") for p in found), found
     assert any("reload" in p and "every" in p for p in found), found
+
+
+def test_policy_none_is_the_opt_out_and_lists_are_extendable() -> None:
+    """`policy: none` sets no policy and marks the rule opted out; `unprotected` takes
+    `default` plus patterns, or [] for none; a local rule may have a policy."""
+    cfg = config.load_text(textwrap.dedent("""
+        upstreams: {corp: {servers: [192.0.2.1]}}
+        zones:
+          - {match: ., upstream: corp, policy: none}
+          - {match: x.example, records: [{name: x.example, type: A, value: 10.0.0.1}],
+             policy: p}
+        policies:
+          p: {unprotected: [default, "*.Example-Svc.amazonaws.com."]}
+          q: {unprotected: []}
+        protection: {policy: q}
+        """), "test.yaml")
+    dot, local = cfg.rules
+    assert (dot.policy, dot.opt_out) == (None, True)
+    assert (local.policy, local.opt_out) == ("p", False)
+    p, q = cfg.policies
+    assert p.unprotected == (*model.DEFAULT_UNPROTECTED, "*.example-svc.amazonaws.com")
+    assert q.unprotected == () and cfg.protection.policy == "q"

@@ -111,10 +111,10 @@ def records(msg: dns.message.Message, section: str = "answer") -> list[str]:
 
 def verdicts(action: str, mode: str = "enforce", rule: str = "amazonaws.com",
              policy: str = "private-only") -> float:
-    value = metrics.REGISTRY.get_sample_value(
+    return sum(metrics.REGISTRY.get_sample_value(
         "forwarder_policy_verdicts_total",
-        {"policy": policy, "rule": rule, "action": action, "mode": mode})
-    return value or 0.0
+        {"policy": policy, "rule": rule, "action": action, "mode": mode, "where": where})
+        or 0.0 for where in ("qname", "chain"))
 
 
 PUBLIC_S3 = upstream_answer(S3, "A", "A 52.219.150.28")
@@ -167,7 +167,8 @@ async def test_protected_private_answer_passes_and_is_counted() -> None:
     assert (out.verdict, out.action) == ("pass", "pass")
     assert verdicts("pass") == before + 1
     [step] = q.trace or []
-    assert re.fullmatch(rf"policy private-only: {re.escape(S3)} is protected; "
+    assert re.fullmatch(rf"policy private-only: {re.escape(S3)} is protected \(under "
+                        r"amazonaws\.com\); "
                         r"(10\.0\.1\.15, 10\.0\.2\.15|10\.0\.2\.15, 10\.0\.1\.15) "
                         "allowed: pass", step)
 
