@@ -37,7 +37,7 @@ from forwarder import metrics
 from forwarder.config.model import PolicyMode, RuleAction
 from forwarder.dns import wire
 from forwarder.errors import ConfigError
-from forwarder.lab.resolvers import RESOLVERS, TOKYO_VPCE, SimulatedResolver
+from forwarder.lab.resolvers import ALB, RESOLVERS, TOKYO_VPCE, SimulatedResolver
 from forwarder.pipeline import Accounting
 from forwarder.process import exits
 from forwarder.query import Query, Reply
@@ -71,6 +71,8 @@ VPCE = "Endpoint-specific names: public zone, private addresses"
 GATEWAY = "S3 through a Gateway endpoint: the VPC resolver answers public addresses"
 LOCAL = "PrivateLink service under a private name: local records"
 CORP = "Corporate names"
+EVERY_PATH = ("Protection on every path: corporate CNAMEs, customer resources, hook answers "
+              "(`.` has no policy of its own)")
 TOKYO_S3_IPS = ("10.0.1.15", "10.0.2.15")
 OSAKA_REWRITE = ("10.3.1.15", "10.3.2.15")
 
@@ -105,6 +107,16 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(CORP, "downloads.corp.example.com", "A", "corp", "violation -> servfail",
              "SERVFAIL", (), wire.Ede.BLOCKED),
     Scenario(CORP, "www.example.org", "A", "corp", "not judged", "NOERROR", ("93.184.215.14",)),
+    # files.corp.example.com CNAME my-bucket.s3.ap-northeast-3...: judged by the policy of
+    # the rule that routes Osaka S3 names, which rewrites to the Interface endpoint
+    Scenario(EVERY_PATH, "files.corp.example.com", "A", "corp", "violation -> rewrite",
+             "NOERROR", OSAKA_REWRITE, wire.Ede.FORGED_ANSWER),
+    # a customer's public load balancer: public by design, left out by `unprotected: default`
+    Scenario(EVERY_PATH, ALB, "A", "vpc-gateway", "not judged", "NOERROR",
+             ("54.95.10.20", "13.112.30.40")),
+    # config/lab_hook.py pins this name to a public address: the hook's answer is judged too
+    Scenario(EVERY_PATH, "s3.eu-west-1.amazonaws.com", "A", "-", "violation -> servfail",
+             "SERVFAIL", (), wire.Ede.BLOCKED),
 )
 
 
@@ -252,13 +264,12 @@ def verdict_of(seen: tuple[Query, Reply] | None, cfg: config_mod.Config) -> str:
     q, reply = seen
     if q.rule.action is RuleAction.LOCAL:  # type: ignore[union-attr]
         return "local records"
-    if q.rule.policy is None or reply.verdict is None:  # type: ignore[union-attr]
-        return "no policy"
-    if reply.verdict == "not_protected":
+    if reply.verdict is None or reply.verdict == "not_protected":
         return "not judged"
     if reply.verdict != "violation":
         return str(reply.verdict)
-    policy = cfg.policy_named(q.rule.policy)  # type: ignore[union-attr]
+    judged = reply.protection[0] if reply.protection is not None else q.rule.policy  # type: ignore[union-attr]
+    policy = cfg.policy_named(judged or "")
     if policy is not None and policy.mode is PolicyMode.MONITOR:
         return f"violation, monitor: would {reply.action}"
     return f"violation -> {reply.action}"

@@ -18,6 +18,7 @@ Records = dict[str, list[tuple[str, str]]]  # owner ("*.x" for a wildcard) -> [(
 
 TOKYO_S3 = [("A", "10.0.1.15"), ("A", "10.0.2.15")]
 TOKYO_VPCE = "vpce-0abc123-xyz.s3.ap-northeast-1.vpce.amazonaws.com"
+ALB = "my-alb-1234567890.ap-northeast-1.elb.amazonaws.com"
 
 RESOLVERS: dict[str, tuple[str, Records]] = {
     "r53-inbound": (
@@ -42,6 +43,8 @@ RESOLVERS: dict[str, tuple[str, Records]] = {
             "s3.us-east-1.amazonaws.com": [("A", "52.216.8.21"), ("A", "52.216.40.5")],
             "*.s3.us-east-1.amazonaws.com": [("A", "52.216.8.21")],
             "ec2.ap-northeast-3.amazonaws.com": [("A", "15.152.5.10")],
+            # a customer's internet-facing Application Load Balancer: public by design
+            ALB: [("A", "54.95.10.20"), ("A", "13.112.30.40")],
             # endpoint-specific names: public zone, private addresses
             TOKYO_VPCE: TOKYO_S3,
             f"*.{TOKYO_VPCE}": TOKYO_S3,
@@ -52,6 +55,10 @@ RESOLVERS: dict[str, tuple[str, Records]] = {
             "downloads.corp.example.com": [
                 ("CNAME", "corp-downloads.s3.us-east-1.amazonaws.com")],
             "*.s3.us-east-1.amazonaws.com": [("A", "52.216.8.21")],
+            # a corporate name for a bucket in Osaka, which the public DNS the corporate
+            # resolvers use answers with S3's public addresses
+            "files.corp.example.com": [("CNAME", "my-bucket.s3.ap-northeast-3.amazonaws.com")],
+            "*.s3.ap-northeast-3.amazonaws.com": [("A", "52.219.4.18")],
         }),
 }
 

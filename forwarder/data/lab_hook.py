@@ -1,0 +1,1 @@
+../../config/lab_hook.py
