@@ -129,12 +129,11 @@ def check_config(path: str, target: bool = True) -> int:
                 f"{p.reason}: create it here, or, if the forwarder runs on another machine, "
                 "check with --not-target")) for p in accounts],
                 cfg.positions)
-        warnings = []
         if cfg.aws is not None:
             from forwarder.aws import diagnosis, gateway
 
             ranges = diagnosis.load_ranges(cfg)  # aws.ip_ranges must be readable
-            warnings = gateway.check(cfg, ranges)
+            warnings += gateway.check(cfg, ranges)
     except ConfigError as e:
         report(e, path)
         return EXIT_CONFIG
