@@ -113,7 +113,7 @@ async def test_a_public_target_is_judged_by_the_policy_of_its_rule(
     the client gets that verdict (SERVFAIL, EDE 15 naming the target), counted under the
     target's rule."""
     labels = {"policy": "private-only", "rule": "amazonaws.com", "action": "servfail",
-              "mode": "enforce"}
+              "mode": "enforce", "where": "qname"}
     before = metrics.REGISTRY.get_sample_value("forwarder_policy_verdicts_total", labels) or 0
     async with running(setup(r53)) as srv:
         got = await ask(srv, transport, "leaky.example.com")
