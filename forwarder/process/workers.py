@@ -31,10 +31,8 @@ import contextlib
 import logging
 import os
 import selectors
-import shutil
 import signal
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +42,7 @@ from forwarder.config import schema
 from forwarder.config.model import Config
 from forwarder.errors import ConfigError
 from forwarder.process import daemon, exits, privileges
+from forwarder.process.metricsdir import MetricsDir
 from forwarder.process.sdnotify import Notifier, watchdog_interval
 
 log = logging.getLogger("forwarder")
@@ -103,7 +102,7 @@ class Supervisor:
         self.restarts: collections.deque[float] = collections.deque()
         self.exit_code: int | None = None  # set once stopping
         self.stop_deadline = 0.0
-        self.metrics_dir: str | None = None
+        self.metrics = MetricsDir()
         self.watchdog = watchdog_interval()
         self.next_ping = 0.0
         self._selector = selectors.DefaultSelector()
@@ -120,12 +119,12 @@ class Supervisor:
                       "worker would get a port of its own", self.count)
             return exits.EXIT_CONFIG
         try:
-            self._metrics_mode()
+            self.metrics.create(self.cfg, self.user)
             if self.pid_file:
                 privileges.write_pid_file(self.pid_file)
         except (privileges.PrivilegeError, privileges.PidFileError, OSError) as e:
             log.error("%s", e)
-            self._remove_metrics_dir()
+            self.metrics.remove()
             return exits.EXIT_FAILURE
         self._install_signals()
         try:
@@ -138,36 +137,12 @@ class Supervisor:
             self._restore_signals()
             if self.pid_file:
                 privileges.remove_pid_file(self.pid_file)
-            self._remove_metrics_dir()
+            self.metrics.remove()
             self._selector.close()
         log.info("stopped")
         return self.exit_code or exits.EXIT_OK
 
     # -- set-up ------------------------------------------------------------------------
-
-    def _metrics_mode(self) -> None:
-        """With metrics on: a fresh private directory for the workers' metric files, owned
-        by the user they drop to. Must run before any process imports prometheus_client."""
-        os.environ.pop(daemon.MULTIPROC_ENV, None)
-        os.environ.pop(daemon.MULTIPROC_ENV.lower(), None)
-        if not self.cfg.metrics.enabled:
-            return  # nothing scrapes: each worker keeps plain in-memory values
-        if "prometheus_client" in sys.modules:
-            log.warning("prometheus_client was loaded before the workers started: metrics "
-                        "of the workers may not be merged")
-        runtime_dir = os.environ.get("RUNTIME_DIRECTORY", "").split(":")[0]  # systemd: tmpfs
-        self.metrics_dir = tempfile.mkdtemp(prefix="forwarder-metrics-",
-                                            dir=runtime_dir or None)
-        if self.user and privileges.running_as_root():
-            uid, gid = privileges.user_ids(self.user, self.cfg.group)
-            os.chown(self.metrics_dir, uid, gid)
-        os.environ[daemon.MULTIPROC_ENV] = self.metrics_dir
-
-    def _remove_metrics_dir(self) -> None:
-        if self.metrics_dir is not None:
-            shutil.rmtree(self.metrics_dir, ignore_errors=True)
-            os.environ.pop(daemon.MULTIPROC_ENV, None)
-            self.metrics_dir = None
 
     def _install_signals(self) -> None:
         self._wake_r, self._wake_w = os.pipe()
@@ -245,11 +220,7 @@ class Supervisor:
             self._selector.unregister(worker.fd)
         with contextlib.suppress(OSError):
             os.close(worker.fd)
-        if self.metrics_dir is not None:
-            # imported only now: after the first workers were forked
-            from prometheus_client import multiprocess
-
-            multiprocess.mark_process_dead(worker.pid, self.metrics_dir)
+        self.metrics.worker_gone(worker.pid)  # (prometheus_client loads only now: after the fork)
         if self.reload_pending is not None and worker.pid in self.reload_pending:
             self.reload_pending.discard(worker.pid)
             self._reload_finished_if_done()

@@ -81,7 +81,6 @@ KEY_TAIL = 5  # bytes of KEY_EXTRA after qtype and qclass: key[:-KEY_TAIL] is th
 STALE_EDE = (int(wire.Ede.STALE_ANSWER), "serving an expired answer: upstreams did not answer")
 PREFETCH_MIN_HITS = 2  # an entry hit this often is popular enough to refresh early
 PREFETCH_WINDOW = 0.1  # refresh once less than this fraction of the TTL remains
-RECHECK_LIMIT = 4096  # failed refreshes remembered before expired ones are swept
 DEFAULT_POLICY_TTL = 30
 MAX_ENTRY_BYTES = 4096  # bigger answers (TCP only) are not cached: memory stays bounded
 SHARED_LIMIT = 65_536  # TTL values and policy verdicts entries share
@@ -133,7 +132,6 @@ class Cache:
         self.clock = clock
         self.closed = False
         self._entries: OrderedDict[bytes, Entry] = OrderedDict()
-        self._recheck: dict[bytes, float] = {}  # failed refreshes: answer stale until then
         self._groups = {g.name: i + 1 for i, g in enumerate(cfg.upstreams)}
         self._policy_ttl = {p.name: p.ttl for p in cfg.policies}
         self._owners: weakref.WeakSet[Runtime] = weakref.WeakSet()
@@ -227,7 +225,7 @@ class Cache:
             return self._aged(key, entry, age)  # type: ignore[arg-type]
         if not self._servable(entry, now):
             return None
-        return self._stale_reply(key, entry)  # type: ignore[arg-type]
+        return self.stale_reply(key, entry)  # type: ignore[arg-type]
 
     def _wire(self, key: bytes, entry: Entry) -> bytes:
         """The entry's wire: the stored body with the question put back."""
@@ -260,9 +258,9 @@ class Cache:
         if not self._servable(entry, now):
             self._drop(key)
             return None
-        until = self._recheck.get(key) if self._recheck else None
+        until = self.flights.recheck.get(key) if self.flights.recheck else None
         if until is not None and now < until:
-            return self._stale_reply(key, entry)
+            return self.stale_reply(key, entry)
         return None
 
     def _servable(self, entry: Entry, now: float) -> bool:
@@ -287,35 +285,15 @@ class Cache:
         entry = self._entries.get(key)
         return entry if entry is not None and self._servable(entry, now) else None
 
-    def refreshed(self, key: bytes, failed: bool) -> None:
-        """A fetch for *key* is over; when it *failed* and the entry can be served stale,
-        the name is answered stale at once for stale_ttl seconds (RFC 8767's failure
-        recheck timer)."""
-        if failed and self.settings.serve_stale and not self.closed:
-            now = self.clock()
-            entry = self._entries.get(key)
-            if entry is not None and self._servable(entry, now):  # else nothing to serve
-                if len(self._recheck) >= RECHECK_LIMIT:
-                    self._prune_recheck(now)
-                self._recheck[key] = now + self.settings.stale_ttl
-        elif self._recheck:
-            self._recheck.pop(key, None)
-
-    def _prune_recheck(self, now: float) -> None:
-        self._recheck = {k: t for k, t in self._recheck.items() if t > now}
-        if len(self._recheck) >= RECHECK_LIMIT // 2:  # a wide outage: keep the sweep rare
-            self._recheck.clear()
-
     def stale_reply(self, key: bytes, entry: Entry) -> Reply:
-        return self._stale_reply(key, entry)
-
-    def _stale_reply(self, key: bytes, entry: Entry) -> Reply:
+        """The expired *entry* as a stale answer: every TTL stale_ttl, EDE 3."""
         buf = bytearray(self._wire(key, entry))
         ttl = self.settings.stale_ttl
         for off in entry[E_OFFSETS]:
             TTL.pack_into(buf, off, ttl)
         metrics.cache_stale.inc()
         return Reply(bytes(buf), buf[3] & 0xF, "stale", (*entry[E_EDE], STALE_EDE))
+
 
     def _prefetch_due(self, key: bytes, entry: Entry, now: float) -> bool:
         left = entry[E_STORED] + entry[E_TTL] - now
@@ -348,8 +326,8 @@ class Cache:
                 entries.popitem(last=False)
                 self.evictions += 1
             entries[key] = entry
-        if self._recheck:
-            self._recheck.pop(key, None)
+        if self.flights.recheck:
+            self.flights.recheck.pop(key, None)
 
     def _entry(self, q: Query, key: bytes, reply: Reply, now: float) -> Entry | None:
         data = reply.wire
@@ -442,7 +420,6 @@ class Cache:
         self.flights.close()
         self._entries.clear()
         self.flush()
-        self._recheck.clear()
         self.front.clear()
 
 

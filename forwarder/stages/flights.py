@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("forwarder")
 
 SERVFAIL = 2
+RECHECK_LIMIT = 4096  # failed refreshes remembered before expired ones are swept
 Fetch = Callable[[], Awaitable[Reply]]
 
 
@@ -60,6 +61,8 @@ class Flights:
     def __init__(self, cache: Cache) -> None:
         self.cache = cache
         self._flights: dict[bytes, Flight] = {}
+        # failed refreshes: the cache answers stale until then (RFC 8767's recheck timer)
+        self.recheck: dict[bytes, float] = {}
 
     def __len__(self) -> int:
         return len(self._flights)
@@ -180,7 +183,20 @@ class Flights:
             failed = reply.rcode == SERVFAIL and reply.answered_by != "policy"  # type: ignore[union-attr]
         else:
             failed = True
-        self.cache.refreshed(key, failed)
+        cache = self.cache
+        if failed and cache.settings.serve_stale and not cache.closed:
+            now = cache.clock()
+            if cache.servable(key, now) is not None:  # else nothing to serve
+                if len(self.recheck) >= RECHECK_LIMIT:
+                    self._prune_recheck(now)
+                self.recheck[key] = now + cache.settings.stale_ttl
+        elif self.recheck:
+            self.recheck.pop(key, None)
+
+    def _prune_recheck(self, now: float) -> None:
+        self.recheck = {k: t for k, t in self.recheck.items() if t > now}
+        if len(self.recheck) >= RECHECK_LIMIT // 2:  # a wide outage: keep the sweep rare
+            self.recheck.clear()
 
     async def wait_idle(self) -> None:
         """Waits until no fetch (for queries or a background refresh) is in flight."""
@@ -194,3 +210,4 @@ class Flights:
         for flight in list(self._flights.values()):
             if flight.waiters == 0 and isinstance(flight.task, asyncio.Task):
                 flight.task.cancel()  # a background refresh (a query's own fetch goes on)
+        self.recheck.clear()
