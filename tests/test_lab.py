@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import io
 import signal
 import socket
@@ -15,6 +16,7 @@ import dns.asyncquery
 import dns.edns
 import dns.message
 import dns.rcode
+import pytest
 
 from forwarder import cli, lab
 from forwarder.process import exits
@@ -23,9 +25,12 @@ FORWARDER = [sys.executable, "-m", "forwarder"]
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
 
-def row(out: str, name: str) -> str:
-    """The table line of *name* (its first column)."""
-    return next(line for line in out.splitlines() if line.split(" ", 1)[0] == name)
+def row(out: str, name: str, section: str = "") -> str:
+    """The table line of *name* (its first column), in the first section whose title
+    starts with *section*."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"-- {section}"))
+    return next(line for line in lines[start:] if line.split(" ", 1)[0] == name)
 
 
 def test_the_lab_is_not_on_the_mdns_port() -> None:
@@ -68,6 +73,76 @@ async def test_lab_runs_every_scenario_and_exits_0() -> None:
     assert 'mode="monitor",policy="osaka-monitor"' in out  # the leak was counted
 
 
+async def test_every_field_report_situation_has_its_row_and_signal() -> None:
+    """The situations of the field reports, each with the client's answer and what the
+    operator sees, checked (not only printed): a failing signal is a MISMATCH."""
+    out = io.StringIO()
+    assert await lab.run(port=0, out=out) == exits.EXIT_OK, out.getvalue()
+    text = out.getvalue()
+    # two accounts: S3 to the file-sharing account, the SSM agent's bucket included
+    bucket = row(text, "amazon-ssm-ap-northeast-1.s3.ap-northeast-1.amazonaws.com", "127.0.0.1")
+    assert bucket.split()[1:3] == ["A", "files-inbound"] and "pass" in bucket
+    # inside the VPC: S3 as AWS answers it (a CNAME to s3-r-w), Gateway-routed: passes
+    inside = row(text, "s3.ap-northeast-1.amazonaws.com", "127.0.0.2")
+    assert "NOERROR CNAME -> 52.219.150.28" in inside and " pass " in inside
+    # on premises through that VPC: blocked, canary failing, /readyz 503
+    site = row(text, "s3.ap-northeast-1.amazonaws.com", "127.0.0.3")
+    assert "violation -> servfail" in site and "SERVFAIL EDE 15" in site
+    assert ("s3.ap-northeast-1.amazonaws.com (from 127.0.0.3): /readyz 503: group "
+            "tokyo-inbound: canary failing: ") in text
+    assert 'forwarder_upstream_canary_ok{group="tokyo-inbound"} 0  ok' in text
+    # EC2 and CloudWatch, inside the VPC and outside it
+    assert "NOERROR 172.16.2.49" in row(text, "monitoring.ap-northeast-1.amazonaws.com",
+                                        "127.0.0.2")
+    assert "SERVFAIL EDE 15" in row(text, "monitoring.ap-northeast-1.amazonaws.com",
+                                    "127.0.0.4")
+    # AZ-specific endpoint names, S3's global name, a CNAME to an endpoint's own name and
+    # a public ALB behind a corporate CNAME
+    assert "NOERROR 10.0.2.15" in row(
+        text, "bucket.vpce-0abc123-xyz-ap-northeast-1c.s3.ap-northeast-1.vpce.amazonaws.com")
+    assert "use the regional name presigned-bucket.s3.REGION.amazonaws.com" in text
+    assert "local CNAME, pass" in row(text, "api.internal.example.com")
+    assert "not judged" in row(text, "webapp.example.com")
+    signals = text.split("What the operator sees (each expected signal):")[1]
+    assert "MISMATCH" not in signals
+    assert sum(line.endswith("  ok") for line in signals.splitlines()) == sum(
+        len(s.signals) for s in lab.SCENARIOS)
+
+
+async def test_a_signal_that_does_not_hold_is_a_mismatch() -> None:
+    from forwarder.lab import scenarios
+
+    wrong = dataclasses.replace(lab.SCENARIOS[0], signals=(
+        scenarios.Ready("files-inbound", False, "canary failing"),
+        scenarios.verdicts("private-only", "s3-file-sharing", "servfail"),
+        scenarios.EdeText("no such words")))
+    out = io.StringIO()
+    assert await lab.run(port=0, scenarios=[wrong], out=out) == exits.EXIT_MISMATCH
+    text = out.getvalue()
+    assert "0 of 1 scenarios as expected" in text
+    assert "/readyz 503: group files-inbound: canary failing...  MISMATCH (seen: /readyz " in text
+    assert 'rule="s3-file-sharing",where="qname"} +1  MISMATCH (seen: +0)' in text
+    assert 'EDE text: "...no such words..."  MISMATCH (seen: )' in text
+
+
+async def test_a_client_address_this_machine_lacks_is_skipped(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where only 127.0.0.1 exists (macOS by default), the scenarios of the other client
+    addresses are shown as skipped, and the lab still exits 0."""
+    from forwarder.lab import report
+
+    real = report.missing_address
+    monkeypatch.setattr(lab, "missing_address",
+                        lambda a: "not here" if a == "127.0.0.2" else real(a))
+    inside = [s for s in lab.SCENARIOS if s.client == "127.0.0.2"]
+    out = io.StringIO()
+    assert await lab.run(port=0, scenarios=[lab.SCENARIOS[0], *inside], out=out) == 0
+    text = out.getvalue()
+    assert f"1 of 1 scenarios as expected ({len(inside)} skipped: their client address is " \
+           "missing here)" in text
+    assert "   skipped: not here" in text
+
+
 async def test_broken_expectation_exits_3() -> None:
     """A scenario whose expectation cannot match: the row says MISMATCH and what was
     expected, and the exit code is 3."""
@@ -86,13 +161,15 @@ async def test_broken_expectation_exits_3() -> None:
 
 
 async def test_taken_resolver_port_moves_to_a_free_one() -> None:
+    """Both groups on the moved resolver's port follow it (vpc-tokyo and tokyo-inbound)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as blocker:
         with contextlib.suppress(OSError):  # already taken by someone else: just as good
-            blocker.bind(("127.0.0.1", 15402))
+            blocker.bind(("127.0.0.1", 15405))
         out = io.StringIO()
-        code = await lab.run(port=0, scenarios=lab.SCENARIOS[6:9], out=out)
+        chosen = [s for s in lab.SCENARIOS if s.asked in ("vpc-tokyo", "tokyo-inbound")]
+        code = await lab.run(port=0, scenarios=chosen, out=out)
     assert code == 0, out.getvalue()
-    assert "note: 127.0.0.1:15402 is taken; the simulated vpc-gateway resolver listens on" \
+    assert "note: 127.0.0.1:15405 is taken; the simulated vpc-tokyo resolver listens on" \
         in out.getvalue()
 
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 from forwarder.aws import ipranges, services
 from forwarder.aws.inventory import GatewayEndpoint, InboundEndpoint, InterfaceEndpoint, Inventory
-from forwarder.aws.ipranges import IpRanges
-from forwarder.config import model
+from forwarder.aws.ipranges import IpRanges, Range
+from forwarder.config import model, source
 from forwarder.errors import ConfigError, ConfigProblem
 
 _SHOWN = 2  # addresses described
@@ -93,12 +93,16 @@ class Diagnosis:
         """Which published range each of the first addresses is in (with ip ranges)."""
         if self.ranges is None:
             return []
-        out = []
+        ranged: dict[Range, list[str]] = {}  # the addresses of one range: described once
+        outside = []
         for address in dict.fromkeys(addresses[:_SHOWN]):
             found = self.ranges.lookup(address)
-            out.append(found.describe(address) if found is not None
-                       else f"{address} is not in AWS's published ranges")
-        return out
+            if found is None:
+                outside.append(address)
+            else:
+                ranged.setdefault(found, []).append(address)
+        return ([found.describe(*shown) for found, shown in ranged.items()]
+                + [f"{a} is not in AWS's published ranges" for a in outside])
 
     def cause(self, name: str, group: str) -> str | None:
         """Why the protected *name* got a public answer from *group*, from the inventory."""
@@ -131,11 +135,12 @@ class Diagnosis:
 
 
 def load_ranges(cfg: model.Config) -> IpRanges | None:
-    """The ranges of `aws.ip_ranges`, if set. Raises ConfigError when they cannot be read."""
+    """The ranges of `aws.ip_ranges` (relative to the configuration file), if set. Raises
+    ConfigError when they cannot be read."""
     if cfg.aws is None or cfg.aws.ip_ranges is None:
         return None
     try:
-        return ipranges.load(cfg.aws.ip_ranges)
+        return ipranges.load(source.beside(cfg.source, cfg.aws.ip_ranges))
     except ipranges.IpRangesError as e:
         raise ConfigError(cfg.source, [ConfigProblem("aws.ip_ranges", str(e))],
                           cfg.positions) from None

@@ -28,11 +28,14 @@ class Range:
     service: str
     region: str
 
-    def describe(self, address: str) -> str:
-        """`52.219.150.28 is in AWS's published S3 range for ap-northeast-1 (52.219.128.0/17)`."""
+    def describe(self, address: str, *more: str) -> str:
+        """`52.219.150.28 is in AWS's published S3 range for ap-northeast-1 (52.219.128.0/17)`
+        (`A and B are in ...` with *more* addresses in the same range)."""
         service = "AWS" if self.service == GENERIC else self.service
         where = "" if self.region == "GLOBAL" else f" for {self.region}"
-        return f"{address} is in AWS's published {service} range{where} ({self.prefix})"
+        which = f"{', '.join((address, *more[:-1]))} and {more[-1]} are" if more else \
+            f"{address} is"
+        return f"{which} in AWS's published {service} range{where} ({self.prefix})"
 
 
 class IpRanges:

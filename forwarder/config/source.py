@@ -5,11 +5,13 @@ problems name: `zones[2].upstream`, `upstreams.corp.servers[0]`), and a problem 
 each key given twice in one mapping (YAML would silently keep the last one). `Positions`
 gives every problem its `line:column`, also problems found after loading (a hook file,
 a hosts file): a path with no position of its own takes its nearest parent's.
+`beside(source, path)` is where a path the file names lies (relative to the file).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +53,15 @@ class Positions:
         if mark is None:
             return problem
         return dataclasses.replace(problem, line=mark[0], column=mark[1])
+
+
+def beside(source: str, path: str) -> str:
+    """*path* as a configuration file read from *source* names it: relative to that file's
+    directory (the working directory for data that did not come from a file, such as
+    `<test>`), `~` expanded."""
+    base = os.path.dirname(os.path.abspath(source)) if source and not source.startswith(
+        "<") else os.getcwd()
+    return os.path.normpath(os.path.join(base, os.path.expanduser(path)))
 
 
 def read(text: str) -> tuple[Any, Positions, list[ConfigProblem]]:

@@ -33,7 +33,7 @@ from types import MappingProxyType, ModuleType
 from typing import Any
 
 from forwarder import hooks, metrics
-from forwarder.config import model
+from forwarder.config import model, source
 from forwarder.dns import message, wire
 from forwarder.errors import ConfigError, ConfigProblem
 from forwarder.hooks import calls
@@ -69,12 +69,11 @@ class LoadedHook:
 def load_hooks(cfg: model.Config) -> list[LoadedHook]:
     """Imports every hook file of *cfg*, in order. Relative paths are relative to the
     configuration file's directory. Raises ConfigError listing every file that fails."""
-    base = _config_dir(cfg.source)
     problems: list[ConfigProblem] = []
     loaded: list[LoadedHook] = []
     taken: set[str] = set()
     for index, settings in enumerate(cfg.hooks):
-        path = os.path.normpath(os.path.join(base, os.path.expanduser(settings.path)))
+        path = source.beside(cfg.source, settings.path)
         name = _hook_name(path, index, taken)
         hook = _load_one(index, name, path, settings, problems)
         if hook is not None:
@@ -85,12 +84,6 @@ def load_hooks(cfg: model.Config) -> list[LoadedHook]:
         for kind in ERROR_KINDS:
             metrics.hook_errors.labels(hook.name, kind)  # export zeros from the start
     return loaded
-
-
-def _config_dir(source: str) -> str:
-    if source and not source.startswith("<"):
-        return os.path.dirname(os.path.abspath(source))
-    return os.getcwd()
 
 
 def _hook_name(path: str, index: int, taken: set[str]) -> str:

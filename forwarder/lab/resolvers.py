@@ -1,7 +1,8 @@
-"""The simulated resolvers `forwarder lab` puts behind the forwarder: a Route 53 Resolver
-inbound endpoint in front of Interface endpoints with private DNS, a VPC resolver behind an
-S3 Gateway endpoint (public answers), and corporate DNS; tiny UDP/TCP responders on
-loopback answering from fixed tables (the field reports' scenarios), no network needed."""
+"""The simulated resolvers `forwarder lab` puts behind the forwarder, as the field reports
+describe them: Route 53 Resolver inbound endpoints of two accounts in front of Interface
+endpoints with private DNS, VPC resolvers behind S3 Gateway endpoints (public answers, as
+AWS gives them), and the corporate resolvers (the internet's DNS); tiny UDP/TCP
+responders on loopback answering from fixed tables, no network needed."""
 
 from __future__ import annotations
 
@@ -18,11 +19,17 @@ Records = dict[str, list[tuple[str, str]]]  # owner ("*.x" for a wildcard) -> [(
 
 TOKYO_S3 = [("A", "10.0.1.15"), ("A", "10.0.2.15")]
 TOKYO_VPCE = "vpce-0abc123-xyz.s3.ap-northeast-1.vpce.amazonaws.com"
+# the same endpoint's names for one Availability Zone: that zone's ENI only
+TOKYO_VPCE_1A = "vpce-0abc123-xyz-ap-northeast-1a.s3.ap-northeast-1.vpce.amazonaws.com"
+TOKYO_VPCE_1C = "vpce-0abc123-xyz-ap-northeast-1c.s3.ap-northeast-1.vpce.amazonaws.com"
+# a SaaS provider's PrivateLink service, through an Interface endpoint in our VPC
+SAAS_VPCE = "vpce-0def456-abc.vpce-svc-0123456789abcdef0.ap-northeast-1.vpce.amazonaws.com"
 ALB = "my-alb-1234567890.ap-northeast-1.elb.amazonaws.com"
+S3_EDGE = "s3-r-w.ap-northeast-1.amazonaws.com"  # where AWS's S3 names point (CNAME)
 
 RESOLVERS: dict[str, tuple[str, Records]] = {
     "r53-inbound": (
-        "Route 53 Resolver inbound endpoint -> VPC with Interface endpoints (private DNS)", {
+        "Route 53 Resolver inbound endpoint (shared services) -> Interface endpoints", {
             "s3.ap-northeast-1.amazonaws.com": TOKYO_S3,
             "*.s3.ap-northeast-1.amazonaws.com": TOKYO_S3,
             "ssm.ap-northeast-1.amazonaws.com": [("A", "10.0.1.21"), ("A", "10.0.2.21")],
@@ -42,15 +49,14 @@ RESOLVERS: dict[str, tuple[str, Records]] = {
             "*.s3.ap-northeast-3.amazonaws.com": [("A", "52.219.4.18")],
             "s3.us-east-1.amazonaws.com": [("A", "52.216.8.21"), ("A", "52.216.40.5")],
             "*.s3.us-east-1.amazonaws.com": [("A", "52.216.8.21")],
+            # S3's global name, as presigned URLs carry it: us-east-1's public addresses
+            "*.s3.amazonaws.com": [("A", "52.217.36.18")],
             "ec2.ap-northeast-3.amazonaws.com": [("A", "15.152.5.10")],
             # a customer's internet-facing Application Load Balancer: public by design
             ALB: [("A", "54.95.10.20"), ("A", "13.112.30.40")],
-            # endpoint-specific names: public zone, private addresses
-            TOKYO_VPCE: TOKYO_S3,
-            f"*.{TOKYO_VPCE}": TOKYO_S3,
         }),
     "corp": (
-        "corporate resolvers", {
+        "corporate resolvers (the internet's DNS)", {
             "www.example.org": [("A", "93.184.215.14")],
             "downloads.corp.example.com": [
                 ("CNAME", "corp-downloads.s3.us-east-1.amazonaws.com")],
@@ -59,6 +65,35 @@ RESOLVERS: dict[str, tuple[str, Records]] = {
             # resolvers use answers with S3's public addresses
             "files.corp.example.com": [("CNAME", "my-bucket.s3.ap-northeast-3.amazonaws.com")],
             "*.s3.ap-northeast-3.amazonaws.com": [("A", "52.219.4.18")],
+            # a SaaS reached over the internet: a corporate CNAME to its public ALB
+            "webapp.example.com": [("CNAME", ALB)],
+            ALB: [("A", "54.95.10.20"), ("A", "13.112.30.40")],
+            # endpoint-specific names: public zone, private addresses
+            TOKYO_VPCE: TOKYO_S3,
+            f"*.{TOKYO_VPCE}": TOKYO_S3,
+            TOKYO_VPCE_1A: TOKYO_S3[:1],
+            f"*.{TOKYO_VPCE_1A}": TOKYO_S3[:1],
+            TOKYO_VPCE_1C: TOKYO_S3[1:],
+            f"*.{TOKYO_VPCE_1C}": TOKYO_S3[1:],
+            SAAS_VPCE: [("A", "10.0.5.10"), ("A", "10.0.6.10")],
+            # AWS service names, as the internet sees them
+            "ec2.ap-northeast-1.amazonaws.com": [("A", "54.248.220.10")],
+            "monitoring.ap-northeast-1.amazonaws.com": [("A", "52.119.219.193")],
+        }),
+    "files-inbound": (
+        "Route 53 Resolver inbound endpoint (file sharing) -> S3 Interface endpoint", {
+            "s3.ap-northeast-1.amazonaws.com": TOKYO_S3,
+            "*.s3.ap-northeast-1.amazonaws.com": TOKYO_S3,
+        }),
+    "vpc-tokyo": (
+        "AmazonProvidedDNS of a Tokyo VPC: S3 Gateway endpoint; EC2, CloudWatch, SSM "
+        "Interface endpoints", {
+            "s3.ap-northeast-1.amazonaws.com": [("CNAME", S3_EDGE)],
+            "*.s3.ap-northeast-1.amazonaws.com": [("CNAME", S3_EDGE)],
+            S3_EDGE: [("A", "52.219.150.28"), ("A", "52.219.152.4")],
+            "ec2.ap-northeast-1.amazonaws.com": [("A", "10.0.100.10"), ("A", "10.0.200.10")],
+            "monitoring.ap-northeast-1.amazonaws.com": [("A", "172.16.2.49")],
+            "ssm.ap-northeast-1.amazonaws.com": [("A", "10.0.3.21"), ("A", "10.0.4.21")],
         }),
 }
 

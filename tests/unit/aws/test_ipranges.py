@@ -79,3 +79,11 @@ def test_a_bad_file_is_an_error_naming_it(tmp_path: Path, content: str | None,
     with pytest.raises(ipranges.IpRangesError, match=reason) as e:
         ipranges.load(str(path))
     assert str(path) in str(e.value)
+
+
+def test_addresses_of_one_range_are_described_once(ranges: ipranges.IpRanges) -> None:
+    found = ranges.lookup("52.216.8.21")
+    assert found is not None
+    assert found.describe("52.216.8.21", "52.216.40.5") == (
+        "52.216.8.21 and 52.216.40.5 are in AWS's published S3 range for us-east-1 "
+        "(52.216.0.0/15)")
