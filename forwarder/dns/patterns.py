@@ -7,9 +7,8 @@ label, and a `*` inside a label for any run of characters in it (`ec2-*` matches
 `*.elb.amazonaws.com` covers `my-alb-1.us-east-1.elb.amazonaws.com` (its `*` is
 `us-east-1`), but not `elb.amazonaws.com` itself, where no label is left for the `*`.
 
-`NamePatterns.lookup` keys the patterns by their literal tail (the labels right of the
-last label with a `*`), so a name costs one dict probe per label plus a match of the few
-patterns that share a tail, and remembers what it found for names it saw lately.
+`NamePatterns.lookup` works a name out from its parent, which it remembers: names that
+share a parent (the buckets under one S3 endpoint) cost a dict probe each.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ from forwarder.dns import names
 
 T = TypeVar("T")
 
-REMEMBERED = 4096  # names whose answer a NamePatterns keeps (then it starts over)
+REMEMBERED = 4096  # parents a NamePatterns remembers (then it starts over)
 _Label = bytes | re.Pattern[bytes]  # a literal label, or the label pattern of one with `*`
 
 
@@ -46,66 +45,74 @@ def parse(text: str) -> list[_Label]:
 
 
 class NamePatterns(Generic[T]):
-    """Maps name patterns to values; `lookup` answers the value of the first pattern, in
-    the order given, among those with the longest literal tail that covers the name."""
+    """Maps name patterns to values; `lookup` answers the value of a pattern that covers
+    the name (the one that covers its closest ancestor, or else the first, in the order
+    given, that matches the name itself).
 
-    __slots__ = ("_seen", "_tails")
+    A name is covered when its parent is, or when a pattern with as many labels as the
+    name matches it. What a parent tells about its children (whether it is covered, and
+    which patterns could match a child, first label aside) is worked out once and
+    remembered: the buckets under one S3 endpoint share one parent, so each costs a dict
+    probe and, almost always, no pattern match."""
+
+    __slots__ = ("_by_length", "_parents")
 
     def __init__(self, items: Iterable[tuple[str, T]] = ()) -> None:
         """Raises ValueError for a pattern that is not one."""
-        self._tails: dict[bytes, list[tuple[tuple[_Label, ...], T]]] = {}
-        for text, value in items:
+        # label count -> [(order, labels left to right, value)]
+        self._by_length: dict[int, list[tuple[int, list[_Label], T]]] = {}
+        for order, (text, value) in enumerate(items):
             labels = parse(text)
-            cut = max((i + 1 for i, label in enumerate(labels) if not isinstance(label, bytes)),
-                      default=0)
-            tail = b"".join(bytes([len(lb)]) + lb for lb in labels[cut:]  # type: ignore[arg-type]
-                            ) + names.ROOT
-            self._tails.setdefault(tail, []).append((tuple(labels[:cut]), value))
-        self._seen: dict[bytes, T | None] = {}
+            self._by_length.setdefault(len(labels), []).append((order, labels, value))
+        # parent -> (the value covering it, [(order, first label, value)] that could cover
+        # a child of it)
+        self._parents: dict[bytes, tuple[T | None, tuple[tuple[int, _Label, T], ...]]] = {}
 
     def __bool__(self) -> bool:
-        return bool(self._tails)
+        return bool(self._by_length)
 
     def lookup(self, name: bytes) -> T | None:
-        """The value of the pattern that covers the lower-case wire name *name*, or None."""
-        seen = self._seen
-        if name in seen:
-            return seen[name]
-        found = self._find(name)
-        if len(seen) >= REMEMBERED:
-            seen.clear()
-        seen[name] = found
+        """The value of a pattern that covers the lower-case wire name *name*, or None."""
+        if name == names.ROOT:
+            return None
+        covered, children = self._parent(name[name[0] + 1 :])
+        if covered is not None:
+            return covered
+        if children:
+            label = name[1 : 1 + name[0]]
+            for _, first, value in children:
+                if _label_matches(first, label):
+                    return value
+        return None
+
+    def _parent(self, parent: bytes) -> tuple[T | None, tuple[tuple[int, _Label, T], ...]]:
+        found = self._parents.get(parent)
+        if found is None:
+            labels = _labels(parent)
+            children = tuple(
+                (order, pattern[0], value)
+                for order, pattern, value in self._by_length.get(len(labels) + 1, ())
+                if all(_label_matches(p, lb) for p, lb in zip(pattern[1:], labels, strict=True)))
+            found = (self.lookup(parent), children)
+            if len(self._parents) >= REMEMBERED:
+                self._parents.clear()
+            self._parents[parent] = found
         return found
 
-    def _find(self, name: bytes) -> T | None:
-        tails = self._tails
-        starts: list[int] = []  # where each label of *name* starts, left to right
-        off = 0
-        while True:
-            entries = tails.get(name[off:])
-            if entries is not None:
-                for head, value in entries:
-                    if _matches(name, starts, head):
-                        return value
-            length = name[off]
-            if length == 0:
-                return None
-            starts.append(off)
-            off += length + 1
-
     def __repr__(self) -> str:
-        return f"NamePatterns({sum(len(e) for e in self._tails.values())} patterns)"
+        return f"NamePatterns({sum(len(group) for group in self._by_length.values())} patterns)"
 
 
-def _matches(name: bytes, starts: list[int], head: tuple[_Label, ...]) -> bool:
-    """Answers whether the labels of *name* that start at *starts* end with *head*."""
-    if len(head) > len(starts):
-        return False
-    for label, start in zip(reversed(head), reversed(starts), strict=False):
-        text = name[start + 1 : start + 1 + name[start]]
-        if isinstance(label, bytes):
-            if text != label:
-                return False
-        elif label.fullmatch(text) is None:
-            return False
-    return True
+def _labels(name: bytes) -> list[bytes]:
+    out = []
+    off = 0
+    while name[off]:
+        out.append(name[off + 1 : off + 1 + name[off]])
+        off += name[off] + 1
+    return out
+
+
+def _label_matches(pattern: _Label, label: bytes) -> bool:
+    if isinstance(pattern, bytes):
+        return pattern == label
+    return pattern.fullmatch(label) is not None

@@ -131,7 +131,9 @@ class Protection:
                 if policy is None or policy.protected.lookup(q.qname) is None:
                     return reply
                 return policy.decide(q, reply, group, origin)
-        if index.plain:
+        if index.plain:  # the common answer: its query name alone, one lookup
+            if self._table.lookup(q.qname) is None and q.trace is None:
+                return reply
             found = self._guard_of(q, (q.qname,))
         elif self._tokens is not None and not _mentions(reply.wire, self._tokens):
             found = None

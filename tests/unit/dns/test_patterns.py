@@ -37,11 +37,18 @@ def test_a_pattern_covers_what_it_matches_and_the_names_below(
     assert (lookup(table, name) == pattern) is covered  # remembered: the same answer
 
 
-def test_the_first_pattern_of_the_longest_tail_wins() -> None:
-    table = patterns.NamePatterns([("*.amazonaws.com", "wide"), ("*.elb.amazonaws.com", "elb"),
-                                   ("x-*.elb.amazonaws.com", "later")])
-    assert lookup(table, "a.b.elb.amazonaws.com") == "elb"
+def test_the_pattern_covering_the_closest_ancestor_answers() -> None:
+    """The pattern covering the closest ancestor answers; among patterns matching the name
+    itself, the first given."""
+    table = patterns.NamePatterns([("*.elb.amazonaws.com", "elb"), ("*.amazonaws.com", "wide"),
+                                   ("x-*.example.net", "first"), ("*.example.net", "second")])
+    assert lookup(table, "a.b.elb.amazonaws.com") == "wide"  # elb.amazonaws.com is covered
+    assert lookup(table, "x-1.example.net") == "first"  # both match it: the first given
+    assert lookup(table, "y.example.net") == "second"
     assert lookup(table, "s3.amazonaws.com") == "wide"
+    for i in range(patterns.REMEMBERED + 10):  # forgetting parents changes no answer
+        assert lookup(table, f"n{i}.p{i}.example") is None
+    assert lookup(table, "x-1.example.net") == "first"
     assert patterns.NamePatterns([]).lookup(names.from_text("a.b")) is None
 
 
