@@ -114,6 +114,14 @@ def client_warnings(cfg: model.Config) -> list[ConfigProblem]:
             f"({shown}), on-premises ones too. A Gateway endpoint carries only traffic from "
             "inside its VPC: on-premises clients need an Interface endpoint. Give the rule "
             "clients: with the VPC's networks"))
+    fallback = cfg.policy_named(cfg.protection.policy) if cfg.protection.policy else None
+    if fallback is not None and fallback.gateways:
+        out.append(ConfigProblem(
+            "protection.policy",
+            f"policy {fallback.name} allows {', '.join(fallback.gateways)}, but as "
+            "protection.policy it judges protected names for every client, on-premises "
+            "ones too: a Gateway endpoint carries only traffic from inside its VPC. Keep "
+            "such entries to a policy of rules whose clients: are the VPC's networks"))
     return out
 
 

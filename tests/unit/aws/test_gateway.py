@@ -116,3 +116,14 @@ def test_an_entry_the_ranges_cannot_fill_is_warned_about(ranges: ipranges.IpRang
     assert (warning.path, warning.reason) == (
         "policies.in-vpc.allowed", f"aws:gateway:s3:eu-west-3: {RANGES} has no S3 range in "
         "eu-west-3, so it stands for no network (answers stay violations)")
+
+
+def test_a_protection_policy_with_a_gateway_entry_is_warned_about(
+        ranges: ipranges.IpRanges) -> None:
+    """protection.policy judges names no rule's policy covers, for every client."""
+    cfg = load(IN_VPC.replace("{clients}", ", clients: [10.20.0.0/16]")
+               + "    protection: {policy: in-vpc}\n")
+    (warning,) = gateway.check(cfg, ranges)
+    assert warning.path == "protection.policy"
+    assert warning.reason.startswith(f"policy in-vpc allows {S3}, but as protection.policy it "
+                                     "judges protected names for every client")
