@@ -237,7 +237,7 @@ class AnswerPolicy:
         cause = self._cause(case)
         name = case.judgement.protected_name
         protected = names.to_text(name) if name is not None else q.name
-        group = case.group or case.source
+        group = case.group or case.source.replace(" ", ":")  # "hook:NAME": one token
         log.warning(
             "policy violation policy=%s mode=%s rule=%s group=%s client=%s name=%s type=%s%s "
             "addresses=%s action=%s%s", self.name, self.mode, rule_name(q), group,
