@@ -7,7 +7,8 @@ from a throwaway CA (trustme).
   responses (`Delay` for out-of-order replies, `Close` for a connection cut mid-stream).
   `connections` counts accepted connections; `close_connections()` closes them as a
   server ending idle connections does; `stall_handshake` accepts TCP but never
-  completes TLS.
+  completes TLS; with `hold_handshake` (an Event) a connection waits for it to be set
+  before its handshake (`handshake_held` is set once one waits).
 - `FakeDoh`: an HTTP/2 server (h2) answering RFC 8484 POST and GET; handlers get a
   `Received` with transport "https" and may also return `HttpStatus(code)`, `Reset()`,
   or `Close()` (GOAWAY, then the connection ends); `stall_handshake` as for FakeDot.
@@ -102,6 +103,8 @@ class FakeDot(FakeUpstream):
         self.connections = 0  # TLS established
         self.attempts = 0  # TCP connections accepted
         self.stall_handshake = False
+        self.hold_handshake: asyncio.Event | None = None
+        self.handshake_held = asyncio.Event()
         self._writers: list[asyncio.StreamWriter] = []
         self._stalled: list[asyncio.StreamWriter] = []
 
@@ -114,6 +117,10 @@ class FakeDot(FakeUpstream):
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
         self.attempts += 1
+        if self.hold_handshake is not None:
+            writer.transport.pause_reading()  # the ClientHello stays for start_tls to read
+            self.handshake_held.set()
+            await self.hold_handshake.wait()
         if await handshake(writer, self.ctx, self.stall_handshake, self._stalled):
             self.connections += 1
             self._writers.append(writer)
@@ -163,6 +170,8 @@ class FakeDoh:
         self.port = 0
         self.connections = 0
         self.stall_handshake = False
+        self.hold_handshake: asyncio.Event | None = None
+        self.handshake_held = asyncio.Event()
         self.received: list[Received] = []
         self.requests: list[tuple[str, str, str]] = []  # method, path, content-type
         self.errors: list[BaseException] = []
@@ -204,6 +213,10 @@ class FakeDoh:
 
     async def _accept(self, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
+        if self.hold_handshake is not None:
+            writer.transport.pause_reading()  # the ClientHello stays for start_tls to read
+            self.handshake_held.set()
+            await self.hold_handshake.wait()
         if await handshake(writer, self.ctx, self.stall_handshake, self._writers):
             await self._serve(reader, writer)
 

@@ -9,7 +9,6 @@ A connection class (tls.py, https.py) subclasses `Channel` and implements `ask`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import ssl
@@ -185,7 +184,10 @@ class Channel:
         self._flush_pending = False
         self.inflight = 0
         self.closed = False
-        self.draining = False  # no new queries (the server said GOAWAY, or closing)
+        self.draining = False  # no new queries (the server said GOAWAY)
+        # the runtime of its pool was replaced: it serves that runtime's queries still
+        # under way, and closes once none is in flight
+        self.retired = False
         self._idle: asyncio.TimerHandle | None = None
         self._arm()
 
@@ -232,7 +234,7 @@ class Channel:
     def ended(self) -> None:
         self.inflight -= 1
         if self.inflight == 0:
-            if self.draining:
+            if self.draining or self.retired:
                 self.close()
             else:
                 self._arm()
@@ -246,9 +248,9 @@ class Channel:
         if self.inflight == 0:
             self.close()
 
-    def drain(self) -> None:
-        """Takes no more queries; closes once those in flight are over."""
-        self.draining = True
+    def retire(self) -> None:
+        """Closes now when idle, else once the queries in flight are over."""
+        self.retired = True
         if self.inflight == 0:
             self.close()
 
@@ -363,11 +365,14 @@ class Pool:
         self._opened.inc()
         self._failure = None
         self._backoff = BACKOFF_FIRST
+        if channel.closed:  # the server ended it already: the queries waiting for it fail
+            return
         self._channels.add(channel)
         if self.closed:
-            channel.drain()
-        else:
-            self.channel = channel
+            # the queries waiting for it started before a reload: they still use it (not
+            # closed here while none has begun: its idle timer closes it if none does)
+            channel.retired = True
+        self.channel = channel
 
     def forget(self, channel: Channel) -> None:
         """A channel closed (idle, the server closed it, a failure): called by Channel."""
@@ -376,16 +381,11 @@ class Pool:
             self.channel = None
 
     def close(self) -> None:
-        """Transport.close: idle connections close now, busy ones when their queries end."""
+        """Transport.close (the runtime that made this pool was replaced, or the process
+        is stopping): idle connections close now, busy ones once their queries are over.
+        Until then the queries of the replaced runtime still under way go on using the
+        pool: a later try, or one waiting for a handshake, is answered, not failed; a
+        connection opened for them closes as soon as they are done."""
         self.closed = True
-        self.channel = None
         for channel in list(self._channels):
-            channel.drain()
-        if self.connecting is not None:
-            with contextlib.suppress(Exception):
-                self.connecting.remove_done_callback(self._connected)
-            self.connecting.add_done_callback(self._drain_late)
-
-    def _drain_late(self, task: asyncio.Task[Channel]) -> None:
-        if not task.cancelled() and task.exception() is None:
-            task.result().drain()
+            channel.retire()
