@@ -346,3 +346,25 @@ async def test_failed_connection_is_retried_after_a_backoff(
     assert "(next try in" in ede_of(second)[0][1]
     assert fake.attempts == 2 and r.rcode() == dns.rcode.NOERROR
 
+
+
+async def test_connection_that_went_silent_is_replaced(pki: Pki,
+                                                       server: FakeDot | FakeDoh) -> None:
+    """DoT/DoH: the open connection stops answering (a middlebox forgot the flow, the
+    server wedged it) while new connections work: the query that waited on it in vain
+    fails, and the next one goes over a new connection and is answered."""
+    cfg = secure_config(pki, transport_of(server), [address(server)], attempts=1, timeout=0.3)
+    cfg["cache"] = {"enabled": False}
+    async with running(cfg) as srv:
+        await query(srv, "udp", "warm.example")
+        dead = server.received[0].source
+
+        def handler(rx: Received) -> Response:
+            return None if rx.source == dead else default_handler(rx)
+
+        server.handler = handler
+        lost = await query(srv, "udp", "lost.example")
+        after = await query(srv, "udp", "after.example")
+    assert lost.rcode() == dns.rcode.SERVFAIL
+    assert after.rcode() == dns.rcode.NOERROR
+    assert server.connections == 2

@@ -166,6 +166,7 @@ class DohChannel(secure.Channel):
         elif isinstance(event, h2.events.StreamEnded):
             self._complete(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
+            self.heard += 1
             code = getattr(event.error_code, "name", event.error_code)
             self._finish(event.stream_id, TransportError(
                 "http", f"{self.url} reset the request (HTTP/2 {code})"))
@@ -180,6 +181,7 @@ class DohChannel(secure.Channel):
             self.room.set()
 
     def _complete(self, sid: int) -> None:
+        self.heard += 1
         stream = self.streams.get(sid)
         if stream is None:
             return

@@ -183,6 +183,7 @@ class Channel:
         self.task: asyncio.Task[None] | None = None
         self._flush_pending = False
         self.inflight = 0
+        self.heard = 0  # replies read on it (the subclass counts): a sign it is alive
         self.closed = False
         self.draining = False  # no new queries (the server said GOAWAY)
         # the runtime of its pool was replaced: it serves that runtime's queries still
@@ -248,6 +249,12 @@ class Channel:
         if self.inflight == 0:
             self.close()
 
+    def drain(self) -> None:
+        """Takes no more queries; closes once those in flight are over."""
+        self.draining = True
+        if self.inflight == 0:
+            self.close()
+
     def retire(self) -> None:
         """Closes now when idle, else once the queries in flight are over."""
         self.retired = True
@@ -306,14 +313,28 @@ class Pool:
         by closing a reused connection is sent once more on a new one)."""
         deadline = asyncio.get_running_loop().time() + timeout
         channel, fresh = await self._channel(deadline)
-        async with asyncio.timeout_at(deadline):
-            try:
+        try:
+            return await self._ask(channel, deadline, query, qname, qtype, qclass)
+        except ConnectionClosed:
+            if fresh:
+                raise
+        channel, _ = await self._channel(deadline)
+        return await self._ask(channel, deadline, query, qname, qtype, qclass)
+
+    @staticmethod
+    async def _ask(channel: Channel, deadline: float, query: bytes, qname: bytes,
+                   qtype: int, qclass: int) -> bytes:
+        heard = channel.heard
+        try:
+            async with asyncio.timeout_at(deadline):
                 return await channel.ask(query, qname, qtype, qclass)
-            except ConnectionClosed:
-                if fresh:
-                    raise
-            channel, _ = await self._channel(deadline)
-            return await channel.ask(query, qname, qtype, qclass)
+        except TimeoutError:
+            if channel.heard == heard:
+                # not one reply on it for as long as this query waited: the connection
+                # may be dead while TCP does not know it yet (a middlebox forgot the flow,
+                # the server wedged it); the next queries go over a new one
+                channel.drain()
+            raise
 
     async def _channel(self, deadline: float) -> tuple[Channel, bool]:
         """The open connection, or a new one: (channel, whether it was opened for this).

@@ -74,6 +74,7 @@ class DotChannel(secure.Channel):
             while True:
                 (length,) = FRAME.unpack(await reader.readexactly(2))
                 data = await reader.readexactly(length)
+                self.heard += 1
                 entry = waiting.get(data[0] << 8 | data[1]) if length >= 12 else None
                 if entry is None or not wire.reply_matches(
                         data, data[0] << 8 | data[1], entry.qname, entry.qtype, entry.qclass):
