@@ -427,7 +427,8 @@ def build(cfg: model.Config, previous: Cache | None,
           previous_cfg: model.Config | None) -> Cache | None:
     """The cache for *cfg* (None when `cache.enabled` is false). The *previous* cache (made
     for *previous_cfg*), entries and all, carries over when the cache settings, zone rules,
-    policies and upstream groups are unchanged; any change there starts an empty cache."""
+    policies, protection and upstream groups are unchanged; any change there starts an
+    empty cache."""
     if not cfg.cache.enabled:
         return None
     if (previous is not None and previous_cfg is not None and not previous.closed
@@ -437,6 +438,8 @@ def build(cfg: model.Config, previous: Cache | None,
 
 
 def _same_answers(old: model.Config, new: model.Config) -> bool:
-    """Answers whether cached answers made under *old* are still right under *new*."""
+    """Answers whether cached answers made under *old* are still right under *new* (the
+    cache holds judged answers: what judges them must not change either)."""
     return (old.cache == new.cache and old.rules == new.rules
-            and old.policies == new.policies and old.upstreams == new.upstreams)
+            and old.policies == new.policies and old.protection == new.protection
+            and old.upstreams == new.upstreams)

@@ -259,6 +259,25 @@ async def test_reload_that_changes_routing_empties_cache(tmp_path: Path, upstrea
         assert address_of(await query(srv, "udp", "www.example.com")) == NEW
 
 
+async def test_reload_that_sets_protection_policy_empties_cache(tmp_path: Path,
+                                                                 upstream: FakeUpstream) -> None:
+    """A public S3 answer cached while no policy guarded it is not served once a reload
+    sets `protection.policy`: the next query is judged, and blocked."""
+    upstream.handler = answering("52.219.150.29")
+    path = tmp_path / "forwarder.yaml"
+    cfg = config(upstream, policies={"p": {}})
+    write(path, cfg)
+    name = "s3.ap-northeast-1.amazonaws.com"
+    async with running(cfg, path=str(path)) as srv:
+        before = await query(srv, "udp", name)
+        write(path, {**cfg, "protection": {"policy": "p"}})
+        assert await srv.reload() is True
+        after = await query(srv, "udp", name)
+    assert address_of(before) == "52.219.150.29"
+    assert after.rcode() == dns.rcode.SERVFAIL and not after.answer
+    assert len(upstream.received) == 2
+
+
 async def test_start_only_changes_are_logged_once_naming_each_key(
         tmp_path: Path, upstream: FakeUpstream, caplog: pytest.LogCaptureFixture) -> None:
     """Reload: a file that changes `listen`, `metrics.listen` and the ACL: the ACL applies,
