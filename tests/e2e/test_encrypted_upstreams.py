@@ -368,3 +368,19 @@ async def test_connection_that_went_silent_is_replaced(pki: Pki,
     assert lost.rcode() == dns.rcode.SERVFAIL
     assert after.rcode() == dns.rcode.NOERROR
     assert server.connections == 2
+
+
+async def test_doh_connection_out_of_stream_ids_is_replaced(pki: Pki, doh: FakeDoh) -> None:
+    """DoH: a connection that has used up its HTTP/2 stream IDs (2^30 requests, about a
+    day at 10,000 queries a second) takes no more requests: the next query goes over a
+    new connection and is answered, and so are the ones after it."""
+    cfg = secure_config(pki, "https", [doh.url])
+    cfg["cache"] = {"enabled": False}
+    async with running(cfg) as srv:
+        await query(srv, "udp", "warm.example")
+        channel = srv.runtime.groups["g"].links[doh.url].channel  # type: ignore[attr-defined]
+        channel.h2.highest_outbound_stream_id = 2**31 - 1  # the last stream ID was used
+        first = await query(srv, "udp", "first.example")
+        second = await query(srv, "udp", "second.example")
+    assert first.rcode() == second.rcode() == dns.rcode.NOERROR
+    assert doh.connections == 2

@@ -106,7 +106,10 @@ class DohChannel(secure.Channel):
                 break
             self.room.clear()
             await self.room.wait()
-        sid = conn.get_next_available_stream_id()
+        try:
+            sid = conn.get_next_available_stream_id()
+        except h2.exceptions.ProtocolError as e:  # its 2^30 stream IDs are used up
+            raise self._unusable(e) from None
         stream = _Stream(asyncio.get_running_loop().create_future())
         self.streams[sid] = stream
         path = self.path
@@ -123,9 +126,16 @@ class DohChannel(secure.Channel):
                 conn.send_data(sid, body, end_stream=True)
         except h2.exceptions.ProtocolError as e:
             self.streams.pop(sid, None)
-            raise secure.ConnectionClosed(f"{self.url}: cannot send ({e})") from None
+            raise self._unusable(e) from None
         self.flush_soon()
         return sid, stream
+
+    def _unusable(self, error: h2.exceptions.ProtocolError) -> secure.ConnectionClosed:
+        """This connection cannot send another request: it takes no more (those in flight
+        finish on it), and the query is sent again on a new one."""
+        self.drain()
+        return secure.ConnectionClosed(f"{self.url}: cannot send on this connection "
+                                       f"({error.__class__.__name__}: {error})")
 
     async def read(self) -> None:
         reason = f"{self.url} closed the connection before answering"
