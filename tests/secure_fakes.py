@@ -11,7 +11,8 @@ from a throwaway CA (trustme).
   before its handshake (`handshake_held` is set once one waits).
 - `FakeDoh`: an HTTP/2 server (h2) answering RFC 8484 POST and GET; handlers get a
   `Received` with transport "https" and may also return `HttpStatus(code)`, `Reset()`,
-  or `Close()` (GOAWAY, then the connection ends); `stall_handshake` as for FakeDot.
+  or `Close()` (GOAWAY, then the connection ends); `stall_handshake` as for FakeDot. A
+  body (`bytes` may be of any length) goes in as many frames as flow control allows.
   `requests` records (method, path, content-type) per request.
 """
 
@@ -31,6 +32,7 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.exceptions
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -176,6 +178,7 @@ class FakeDoh:
         self.requests: list[tuple[str, str, str]] = []  # method, path, content-type
         self.errors: list[BaseException] = []
         self._changed = asyncio.Event()
+        self._window = asyncio.Event()  # the client granted more flow-control window
         self._server: asyncio.Server | None = None
         self._writers: list[asyncio.StreamWriter] = []
         self._tasks: set[asyncio.Task[None]] = set()
@@ -241,6 +244,8 @@ class FakeDoh:
                         requests[event.stream_id].body += event.data
                         conn.acknowledge_received_data(event.flow_controlled_length,
                                                        event.stream_id)
+                    elif isinstance(event, h2.events.WindowUpdated):
+                        self._window.set()
                     elif isinstance(event, h2.events.StreamEnded):
                         request = requests.pop(event.stream_id)
                         task = asyncio.ensure_future(
@@ -277,7 +282,9 @@ class FakeDoh:
             while isinstance(response, Delay):
                 await asyncio.sleep(response.seconds)
                 response = response.then
-            self._respond(conn, sid, response)
+            body = self._respond(conn, sid, response)
+            if body:
+                await self._send_body(conn, writer, sid, body)
         except Exception as e:  # a broken handler: recorded, the stream reset
             self.errors.append(e)
             self._respond(conn, sid, Reset())
@@ -287,21 +294,45 @@ class FakeDoh:
                 if isinstance(response, Close):
                     writer.close()
 
+    async def _send_body(self, conn: h2.connection.H2Connection, writer: asyncio.StreamWriter,
+                         sid: int, body: bytes) -> None:
+        """Sends *body* on stream *sid* in the frames the client's flow control allows."""
+        while True:
+            try:
+                room = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+            except h2.exceptions.StreamClosedError:
+                return  # the client reset the stream
+            if room <= 0:
+                self._window.clear()
+                await self._window.wait()
+                continue
+            chunk, body = body[:room], body[room:]
+            conn.send_data(sid, chunk, end_stream=not body)
+            writer.write(conn.data_to_send())
+            if not body:
+                return
+
     @staticmethod
-    def _respond(conn: h2.connection.H2Connection, sid: int, response: Response | object) -> None:
+    def _respond(conn: h2.connection.H2Connection, sid: int,
+                 response: Response | object) -> bytes:
+        """Answers the stream: headers, and the body if it fits in one frame; answers the
+        body left to send (`_send_body`)."""
         if isinstance(response, Reset):
             conn.reset_stream(sid, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            return
+            return b""
         if isinstance(response, Close):  # GOAWAY, then the connection ends
             conn.close_connection()
-            return
+            return b""
         if isinstance(response, HttpStatus):
             body, status, ctype = b"no\n", response.code, b"text/plain"
         elif response is None:
-            return  # never answered: the client times out
+            return b""  # never answered: the client times out
         else:
             body = response if isinstance(response, bytes) else response.to_wire()  # type: ignore[union-attr]
             status, ctype = 200, b"application/dns-message"
         conn.send_headers(sid, [(b":status", str(status).encode()), (b"content-type", ctype),
                                 (b"content-length", str(len(body)).encode())])
+        if len(body) > conn.max_outbound_frame_size:
+            return body
         conn.send_data(sid, body, end_stream=True)
+        return b""

@@ -384,3 +384,36 @@ async def test_doh_connection_out_of_stream_ids_is_replaced(pki: Pki, doh: FakeD
         second = await query(srv, "udp", "second.example")
     assert first.rcode() == second.rcode() == dns.rcode.NOERROR
     assert doh.connections == 2
+
+
+@pytest.mark.parametrize("size", [65_536, 100_000])
+async def test_doh_reply_too_long_for_dns_fails_only_its_query(pki: Pki, doh: FakeDoh,
+                                                              size: int) -> None:
+    """DoH: the server sends a body longer than any DNS message (its last frame, or one
+    before it, goes past 65,535 octets) while another query waits on the same
+    connection: that query fails (SERVFAIL, EDE 23 saying why, an http error of the
+    server); the other is answered on the same connection."""
+    def handler(rx: Received) -> Response:
+        assert rx.message is not None
+        name = rx.message.question[0].name.to_text()
+        if name == "big.example.":
+            return bytes(size)
+        if name == "slow.example.":
+            return Delay(0.3, default_handler(rx))
+        return default_handler(rx)
+
+    doh.handler = handler
+    cfg = secure_config(pki, "https", [doh.url], attempts=1, timeout=2.0)
+    cfg["cache"] = {"enabled": False}
+    async with running(cfg) as srv:
+        await query(srv, "udp", "warm.example")
+        slow = asyncio.ensure_future(query(srv, "udp", "slow.example"))
+        await doh.wait_for(2)
+        big = await query(srv, "udp", "big.example", use_edns=0)
+        other = await slow
+        counted = errors(doh, "http")
+    assert big.rcode() == dns.rcode.SERVFAIL
+    (code, text), = ede_of(big)
+    assert code == 23 and "sent more than a DNS message can hold" in text
+    assert other.rcode() == dns.rcode.NOERROR
+    assert doh.connections == 1 and counted == 1

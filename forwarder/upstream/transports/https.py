@@ -145,12 +145,11 @@ class DohChannel(secure.Channel):
                 if not data:
                     break
                 try:
-                    events = self.h2.receive_data(data)
+                    for event in self.h2.receive_data(data):
+                        self._event(event)
                 except h2.exceptions.ProtocolError as e:
                     reason = f"{self.url} broke the HTTP/2 protocol ({e.__class__.__name__})"
                     break
-                for event in events:
-                    self._event(event)
                 self.flush()
         except (OSError, ssl.SSLError) as e:
             reason = f"connection to {self.url} failed: {e.__class__.__name__}"
@@ -167,12 +166,13 @@ class DohChannel(secure.Channel):
         elif isinstance(event, h2.events.DataReceived):
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             stream = self.streams.get(event.stream_id)
-            if stream is not None:
+            if stream is not None and not stream.future.done():  # (not given up on)
                 stream.body += event.data
                 if len(stream.body) > wire.MAX_MESSAGE:
-                    self.h2.reset_stream(event.stream_id)
                     self._finish(event.stream_id, TransportError(
                         "http", f"{self.url} sent more than a DNS message can hold"))
+                    if event.stream_ended is None:  # (h2 refuses to reset an ended stream)
+                        self.h2.reset_stream(event.stream_id)
         elif isinstance(event, h2.events.StreamEnded):
             self._complete(event.stream_id)
         elif isinstance(event, h2.events.StreamReset):
