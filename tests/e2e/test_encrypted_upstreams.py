@@ -417,3 +417,27 @@ async def test_doh_reply_too_long_for_dns_fails_only_its_query(pki: Pki, doh: Fa
     assert code == 23 and "sent more than a DNS message can hold" in text
     assert other.rcode() == dns.rcode.NOERROR
     assert doh.connections == 1 and counted == 1
+
+
+async def test_slow_first_answer_on_a_new_connection_keeps_it(pki: Pki,
+                                                              server: FakeDot | FakeDoh) -> None:
+    """DoT/DoH: the first query on a new connection times out (a slow handshake can leave
+    it little time): the connection is kept, and the next query is answered over it, so
+    a handshake that takes most of the timeout does not open a connection per query."""
+    slow = []
+
+    def handler(rx: Received) -> Response:
+        if not slow:
+            slow.append(rx)
+            return Delay(0.5, default_handler(rx))
+        return default_handler(rx)
+
+    server.handler = handler
+    cfg = secure_config(pki, transport_of(server), [address(server)], attempts=1, timeout=0.3)
+    cfg["cache"] = {"enabled": False}
+    async with running(cfg) as srv:
+        first = await query(srv, "udp", "first.example")
+        second = await query(srv, "udp", "second.example")
+    assert first.rcode() == dns.rcode.SERVFAIL
+    assert second.rcode() == dns.rcode.NOERROR
+    assert server.connections == 1

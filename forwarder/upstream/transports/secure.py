@@ -314,25 +314,27 @@ class Pool:
         deadline = asyncio.get_running_loop().time() + timeout
         channel, fresh = await self._channel(deadline)
         try:
-            return await self._ask(channel, deadline, query, qname, qtype, qclass)
+            return await self._ask(channel, fresh, deadline, query, qname, qtype, qclass)
         except ConnectionClosed:
             if fresh:
                 raise
-        channel, _ = await self._channel(deadline)
-        return await self._ask(channel, deadline, query, qname, qtype, qclass)
+        channel, fresh = await self._channel(deadline)
+        return await self._ask(channel, fresh, deadline, query, qname, qtype, qclass)
 
     @staticmethod
-    async def _ask(channel: Channel, deadline: float, query: bytes, qname: bytes,
-                   qtype: int, qclass: int) -> bytes:
+    async def _ask(channel: Channel, fresh: bool, deadline: float, query: bytes,
+                   qname: bytes, qtype: int, qclass: int) -> bytes:
         heard = channel.heard
         try:
             async with asyncio.timeout_at(deadline):
                 return await channel.ask(query, qname, qtype, qclass)
         except TimeoutError:
-            if channel.heard == heard:
+            if channel.heard == heard and not fresh:
                 # not one reply on it for as long as this query waited: the connection
                 # may be dead while TCP does not know it yet (a middlebox forgot the flow,
-                # the server wedged it); the next queries go over a new one
+                # the server wedged it); the next queries go over a new one. (Not for a
+                # connection opened for this query: its handshake may have left the query
+                # little time, and each new one would then be given up on the same way.)
                 channel.drain()
             raise
 
