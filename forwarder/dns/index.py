@@ -73,7 +73,7 @@ class Index:
         # name nor carries hints, and the additional section has no address: the policy's
         # quick path
         self.plain = plain
-        self._names: dict[int, bytes] = {}
+        self._names: dict[int, bytes] | None = None  # made when a name is first asked for
 
     def __repr__(self) -> str:
         return (f"Index(rcode={self.rcode}, {len(self.records)} records, "
@@ -83,14 +83,17 @@ class Index:
 
     def name(self, off: int) -> bytes:
         """The lower-case uncompressed wire name at *off*."""
-        found = self._names.get(off)
+        memo = self._names
+        if memo is None:
+            memo = self._names = {}
+        found = memo.get(off)
         if found is None:
             data = self.wire
             if data[off] >= 0xC0:  # a bare pointer (most owners): the name it aims at
                 found = self.name((data[off] & 0x3F) << 8 | data[off + 1])
             else:
                 found = names.decompress(data, off)
-            self._names[off] = found
+            memo[off] = found
         return found
 
     def packed_addresses(self) -> list[bytes]:

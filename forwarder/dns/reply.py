@@ -92,6 +92,9 @@ def read(data: bytes, qend: int = 0) -> Index:
                 else:
                     off = names.walk(data, off, n, memo)
                 question_owned = target == 12 and question_end != 0
+            elif first == 0:  # the root (an OPT record's owner)
+                off += 1
+                question_owned = False
             else:
                 off = names.walk(data, off, n, memo)
                 question_owned = False
@@ -115,7 +118,8 @@ def read(data: bytes, qend: int = 0) -> Index:
                 if section != SECTION_ADDITIONAL or opt is not None or data[start] != 0:
                     raise FormError("an OPT record other than one owned by the root in the "
                                     "additional section")
-                check(data, rd, end, rtype, rclass, _walker(data, memo))
+                if rdlen:  # options (none: nothing to check)
+                    check(data, rd, end, rtype, rclass, _walker(data, memo))
                 opt = (start, rtype, rclass, off + 4, ttl, rd, end, section)
                 off = end
                 continue

@@ -52,7 +52,7 @@ class Resolution(FirstTry):
         self.over = False  # answered, or given up
 
     def start(self) -> None:
-        self.pipeline.started()
+        self.pipeline.inflight += 1  # until _done or _task_over: Pipeline.ended
         if not self._try_now():
             self._go_on(self._run())
 
