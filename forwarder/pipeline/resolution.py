@@ -40,14 +40,17 @@ class Resolution(FirstTry):
     """One query on its way upstream (and back). Also the group's waiter for its first
     UDP try (FirstTry), so the task-free path allocates nothing else."""
 
-    __slots__ = ("client", "entered", "flight", "over", "pipeline", "q", "rt")
+    __slots__ = ("client", "entered", "fetches", "flight", "over", "own", "pipeline", "q",
+                 "rt")
 
     def __init__(self, pipeline: Pipeline, rt: Runtime, q: Query, client: Client) -> None:
         self.pipeline = pipeline
         self.rt = rt
         self.q = q
         self.client = client
-        self.entered: Group | None = None  # the group whose budget this query counts in
+        self.entered: Group | None = None  # the group whose budget this query counts in ...
+        self.own = False  # ... while the query itself is not over, ...
+        self.fetches = 0  # ... or a fetch it started goes on (a background refresh)
         self.flight: Any = None  # the cache's in-flight mark this query settles
         self.over = False  # answered, or given up
 
@@ -176,6 +179,9 @@ class Resolution(FirstTry):
         q.group = q.group or (rule.upstream if rule is not None else None)
         group = rt.groups[q.group]  # type: ignore[index]
         if not self._enter(group):
+            stale = rt.cache.stale(q) if rt.cache is not None else None
+            if stale is not None:  # an outage is what serve-stale is for
+                return stale
             metrics.dropped.labels("inflight_limit").inc()
             return error_reply(q, wire.Rcode.SERVFAIL, wire.Ede.OTHER,
                                f"forwarder overloaded: {group.budget} queries in flight to "
@@ -185,15 +191,22 @@ class Resolution(FirstTry):
         return await self._fetch(store=store)
 
     async def _fetch(self, store: bool = True, state: Attempts | None = None) -> Reply:
-        """Asks the group (going on from *state* after a first try) and concludes."""
+        """Asks the group (going on from *state* after a first try) and concludes. The
+        fetch keeps the query's place in the group's budget while it runs, also when it
+        outlives the query (a background refresh after a stale answer, a prefetch)."""
         group = self.rt.groups[self.q.group]  # type: ignore[index]
-        reply = await group.exchange(self.q, state)
-        judged = self._judge(reply, group)
-        if not isinstance(judged, Reply):
-            return await self._enforce(judged, reply, group, store)
-        if store:
-            self._store(reply, judged)
-        return judged
+        self.fetches += 1
+        try:
+            reply = await group.exchange(self.q, state)
+            judged = self._judge(reply, group)
+            if not isinstance(judged, Reply):
+                return await self._enforce(judged, reply, group, store)
+            if store:
+                self._store(reply, judged)
+            return judged
+        finally:
+            self.fetches -= 1
+            self._release()
 
     # --- after an upstream answer: judge, enforce, store --------------------------------------
 
@@ -235,11 +248,18 @@ class Resolution(FirstTry):
             return False
         group.load += 1
         self.entered = group
+        self.own = True
         return True
 
     def _leave(self) -> None:
+        """The query is over: its place in the budget goes once no fetch of it runs."""
+        if self.own:
+            self.own = False
+            self._release()
+
+    def _release(self) -> None:
         group = self.entered
-        if group is not None:
+        if group is not None and not self.own and not self.fetches:
             self.entered = None
             group.load -= 1
 

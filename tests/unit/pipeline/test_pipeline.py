@@ -140,7 +140,7 @@ async def test_a_group_s_budget_bounds_it_alone(upstream: FakeUpstream,
     cfg = forwarder_config({"dead": [upstream.addr], "live": [upstream2.addr]},
                            zones=[{"match": "dead.example", "upstream": "dead"},
                                   {"match": ".", "upstream": "live"}])
-    cfg["upstreams"]["dead"].update(max_inflight=2, timeout=5, attempts=1)
+    cfg["upstreams"]["dead"].update(max_inflight=2, timeout=0.5, attempts=1)
     pipeline = pipeline_for(cfg)
     waiting = [Recorder() for _ in range(3)]
     for i, recorder in enumerate(waiting):
@@ -155,6 +155,11 @@ async def test_a_group_s_budget_bounds_it_alone(upstream: FakeUpstream,
     assert answered is not None and answered.rcode == dns.rcode.NOERROR
     groups = pipeline.holder.current.groups
     assert (groups["dead"].load, groups["live"].load) == (2, 0)
+    for recorder in waiting[:2]:  # the two in flight time out; their places come back
+        timed_out = await recorder.next()
+        assert timed_out is not None and timed_out.rcode == dns.rcode.SERVFAIL
+    await pipeline.drain()
+    assert groups["dead"].load == 0
 
 
 async def test_drain_waits_for_the_queries_in_flight(upstream: FakeUpstream) -> None:
@@ -177,3 +182,72 @@ async def test_drain_waits_for_the_queries_in_flight(upstream: FakeUpstream) -> 
     release.set()
     await asyncio.wait_for(drained, 5)
     assert len(recorder.replies) == 1 and pipeline.inflight == 0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def expired_answers(pipeline: Pipeline, names: list[str], clock: Clock) -> None:
+    """Caches an answer for each of *names*, then lets them all expire."""
+    for name in names:
+        recorder = Recorder()
+        assert pipeline.handle(query(name), recorder) is None
+        assert (await recorder.next()).rcode == dns.rcode.NOERROR  # type: ignore[union-attr]
+    clock.now += 400  # past the TTL (300), within max_stale
+
+
+def dead_group_pipeline(upstream: FakeUpstream) -> tuple[Pipeline, Clock]:
+    cfg = forwarder_config({"up": [upstream.addr]},
+                           cache={"stale_client_timeout": 0.05})
+    cfg["upstreams"]["up"].update(max_inflight=2, timeout=0.5, attempts=1)
+    pipeline = pipeline_for(cfg)
+    clock = Clock()
+    pipeline.holder.current.cache.clock = clock  # type: ignore[union-attr]
+    return pipeline, clock
+
+
+async def test_an_outage_past_the_budget_still_gets_stale_answers(
+        upstream: FakeUpstream) -> None:
+    """Ten expired names asked at once while the upstream is dead and the group's budget
+    is 2: all ten get the expired answer (EDE 3), none "forwarder overloaded"."""
+    pipeline, clock = dead_group_pipeline(upstream)
+    names = [f"n{i}.example.com" for i in range(10)]
+    await expired_answers(pipeline, names, clock)
+    upstream.handler = lambda rx: None
+    recorders = [Recorder() for _ in names]
+    for name, recorder in zip(names, recorders, strict=True):
+        assert pipeline.handle(query(name), recorder) is None
+    got = [await recorder.next() for recorder in recorders]
+    assert all(r is not None and r.answered_by == "stale" for r in got)
+    assert all(r.ede[-1][0] == 3 for r in got)  # type: ignore[union-attr]
+    await pipeline.holder.current.cache.flights.wait_idle()  # type: ignore[union-attr]
+
+
+async def test_background_refreshes_count_in_the_group_budget(
+        upstream: FakeUpstream) -> None:
+    """Expired names asked one after another while the upstream is dead: each client gets
+    the stale answer after stale_client_timeout while a refresh goes on in the
+    background. Those refreshes keep their places in the group's budget (2), so no more
+    than two are ever sent: the other names are answered stale without one."""
+    pipeline, clock = dead_group_pipeline(upstream)
+    names = [f"n{i}.example.com" for i in range(10)]
+    await expired_answers(pipeline, names, clock)
+    asked_before = len(upstream.received)
+    upstream.handler = lambda rx: None
+    group = pipeline.holder.current.groups["up"]
+    loads = []
+    for name in names:
+        recorder = Recorder()
+        assert pipeline.handle(query(name), recorder) is None
+        got = await recorder.next()
+        assert got is not None and got.answered_by == "stale"
+        loads.append(group.load)
+    assert max(loads) == 2
+    assert len(upstream.received) - asked_before == 2
+    await pipeline.holder.current.cache.flights.wait_idle()  # type: ignore[union-attr]
+    assert group.load == 0
