@@ -83,7 +83,7 @@ class Reply:
         self.ede = ede
         self.server = server  # the upstream server that answered, if any
         self.index = index  # `wire` read by forwarder.dns.reply (upstream replies)
-        self.cached = cached  # a fresh cache hit: (its stages.cache.Entry, the second aged to)
+        self.cached = cached  # a fresh cache hit: (until, TTL offsets, second aged to)
         # the outcome, set once by the step that concludes the query, before anyone else
         # sees the reply: the answer policy's verdict ("pass", "violation",
         # "not_protected") and action ("pass", "rewrite", "servfail", ...) with the

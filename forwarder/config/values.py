@@ -66,16 +66,6 @@ class Reader:
             self.fail(key, str(e))
             return default
 
-    def integer(self, key: str, default: int, lo: int | None = None, hi: int | None = None) -> int:
-        return self.get(key, default, lambda v: bounded(as_int(v), lo, hi))
-
-    def number(self, key: str, default: float, lo: float | None = None,
-               hi: float | None = None) -> float:
-        return self.get(key, default, lambda v: bounded(as_float(v), lo, hi))
-
-    def duration(self, key: str, default: float, lo: float = 0.0) -> float:
-        return self.get(key, default, lambda v: bounded(parse_duration(v), lo, None))
-
     def boolean(self, key: str, default: bool) -> bool:
         return self.get(key, default, as_bool)
 

@@ -159,12 +159,8 @@ class Pipeline:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def started(self) -> None:
-        """A resolution began (it calls `ended` exactly once)."""
-        self.inflight += 1
-
     def ended(self) -> None:
-        """A resolution ended."""
+        """A resolution ended (each raises `inflight` as it starts and calls this once)."""
         self.inflight -= 1
         if not self.inflight and self._idle is not None and not self._idle.done():
             self._idle.set_result(None)
